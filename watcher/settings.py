@@ -1,0 +1,184 @@
+"""The one settings class, read from the environment and `.env`.
+
+Field names are the lower-cased environment variable names, so an error can name the exact
+variable the operator has to fix.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the variable and what it expects."""
+
+
+VOLTAGE_CREDENTIAL_FIELDS = (
+    "voltage_api_key",
+    "voltage_organization_id",
+    "voltage_environment_id",
+    "voltage_wallet_id",
+)
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the watcher can be told; `.env.example` documents each field."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- Voltage -------------------------------------------------------------------------
+    voltage_api_url: str = "https://voltageapi.com/v1"
+    voltage_api_key: SecretStr | None = None
+    voltage_organization_id: str | None = None
+    voltage_environment_id: str | None = None
+    voltage_wallet_id: str | None = None
+    voltage_webhook_secret: SecretStr | None = None
+    voltage_connect_timeout: float = Field(default=3.05, gt=0, le=60)
+    voltage_read_timeout: float = Field(default=10.0, gt=0, le=300)
+    voltage_retry_budget: float = Field(default=20.0, ge=0, le=600)
+    voltage_retry_base_delay: float = Field(default=0.2, gt=0, le=60)
+    voltage_retry_max_delay: float = Field(default=5.0, gt=0, le=600)
+    voltage_invoice_wait: float = Field(default=10.0, gt=0, le=300)
+
+    # --- Redis and the process --------------------------------------------------------------
+    watcher_redis_url: str | None = None
+    watcher_data_dir: Path = Path("./data")
+    watcher_redis_prefix: str = Field(default="vw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+    # --- HTTP API --------------------------------------------------------------------------
+    watcher_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # --- Webhook delivery -------------------------------------------------------------------
+    watcher_webhook_allow_private: bool = False
+    watcher_webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [
+            0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400,
+        ]
+    )
+
+    # --- Logging ---------------------------------------------------------------------------
+    watcher_log_format: LogFormat = LogFormat.AUTO
+    watcher_log_level: str = Field(
+        default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$"
+    )
+
+    @field_validator("voltage_api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("watcher_redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+            raise ValueError("expected a redis://, rediss://, unix:// or sentinel:// URL")
+        return value
+
+    @field_validator("watcher_api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("watcher_api_tokens")
+    @classmethod
+    def _check_tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for token in value:
+            if len(token.get_secret_value()) < 16:
+                raise ValueError("each token must be at least 16 characters long")
+        return value
+
+    @field_validator("watcher_webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("watcher_webhook_retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("expected at least one delay in seconds")
+        if any(delay < 0 for delay in value):
+            raise ValueError("delays must be zero or positive seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _check_delays(self) -> Settings:
+        if self.voltage_retry_max_delay < self.voltage_retry_base_delay:
+            raise ValueError(
+                "VOLTAGE_RETRY_MAX_DELAY must not be smaller than VOLTAGE_RETRY_BASE_DELAY"
+            )
+        return self
+
+    def require_voltage(self) -> None:
+        """Fail naming every missing credential; commands that talk to Voltage call this."""
+        missing = [
+            name.upper() for name in VOLTAGE_CREDENTIAL_FIELDS if not getattr(self, name)
+        ]
+        if missing:
+            raise ConfigError(
+                "missing Voltage settings: "
+                + ", ".join(missing)
+                + " (set them in the environment or .env; see .env.example)"
+            )
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process knows, for the log redactor."""
+        secrets = [self.voltage_api_key, self.voltage_webhook_secret, *self.watcher_api_tokens]
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Turn pydantic's error into lines that name the environment variable to fix."""
+    lines = []
+    for item in error.errors():
+        name = str(item["loc"][0]).upper() if item["loc"] else "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        value = item.get("input")
+        shown = "" if name in _SECRET_NAMES or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{name}: {message}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+_SECRET_NAMES = {"VOLTAGE_API_KEY", "VOLTAGE_WEBHOOK_SECRET", "WATCHER_API_TOKENS"}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into a `ConfigError` that names variables."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

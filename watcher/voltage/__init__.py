@@ -1,0 +1,1 @@
+"""Everything that speaks Voltage's payments API: models, errors, the HTTP client."""

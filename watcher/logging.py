@@ -100,7 +100,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(_RedactingStream(stream))  # type: ignore[arg-type]
+    handler = logging.StreamHandler(_RedactingStream(stream))
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     watcher_webhook_allow_private: bool = False
     watcher_webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [
-            0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400,
+            0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0,
         ]
     )
 

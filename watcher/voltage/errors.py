@@ -18,7 +18,7 @@ class VoltageError(Exception):
         message: str,
         *,
         status: int | None = None,
-        type: str | None = None,  # noqa: A002 - mirrors the envelope's field name
+        type: str | None = None,
         code: str | None = None,
         detail: str | None = None,
         context: dict[str, Any] | None = None,

@@ -32,6 +32,20 @@ class VoltageError(Exception):
         self.context = context
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take other constructor arguments; rebuild without calling __init__ so
+        # every subclass survives pickling (Celery, multiprocessing).
+        return (_rebuild_error, (type(self), self.args, self.__dict__.copy()))
+
+
+def _rebuild_error(
+    cls: type[VoltageError], args: tuple[Any, ...], state: dict[str, Any]
+) -> VoltageError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class VoltageAuthError(VoltageError):
     """401/403: bad key or missing permission. Affects every call; never retried."""
@@ -59,8 +73,40 @@ class VoltageMalformedResponse(VoltageTransientError):
     """A 2xx answer we could not parse. Logged, counted and retried, never fatal."""
 
 
-def error_from_response(status: int, body: Any, retry_after: float | None) -> VoltageError:
-    """Map an HTTP error status and its (maybe missing) envelope to the right class."""
+class InvoiceNotReady(VoltageError):
+    """The payment was accepted but its BOLT11 invoice did not show up in time.
+
+    Retryable: the payment exists (or soon will) under ``payment_id``; read it again later.
+    ``last_status`` is the last status seen, or None when every read answered 404.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        payment_id: str,
+        last_status: str | None,
+        *,
+        waited: float | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        seen = last_status if last_status is not None else "not visible yet"
+        after = f" after {waited:.1f}s" if waited is not None else ""
+        super().__init__(
+            f"invoice for payment {payment_id} not ready{after} (last status: {seen})",
+            retry_after=retry_after,
+        )
+        self.payment_id = payment_id
+        self.last_status = last_status
+
+
+def error_from_response(
+    status: int, body: Any, retry_after: float | None, *, where: str | None = None
+) -> VoltageError:
+    """Map an HTTP error status and its (maybe missing) envelope to the right class.
+
+    ``where`` (e.g. ``"GET /v1/.../payments/ID"``) is added to the message; never pass headers.
+    """
     envelope = body.get("error") if isinstance(body, dict) else None
     if not isinstance(envelope, dict):
         envelope = {}
@@ -86,6 +132,8 @@ def error_from_response(status: int, body: Any, retry_after: float | None) -> Vo
         summary += f" {err_type}"
     if code:
         summary += f"/{code}"
+    if where:
+        summary += f" on {where}"
     if detail:
         summary += f": {detail[:300]}"
     return cls(

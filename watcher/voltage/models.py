@@ -82,9 +82,7 @@ class Payment(_Tolerant):
     def from_api(cls, obj: Any) -> Payment:
         """Parse one payment object, keeping the raw JSON; a wrong shape is malformed."""
         if not isinstance(obj, dict):
-            raise VoltageMalformedResponse(
-                f"expected a payment object, got {type(obj).__name__}"
-            )
+            raise VoltageMalformedResponse(f"expected a payment object, got {type(obj).__name__}")
         try:
             payment = cls.model_validate(obj)
         except ValidationError as exc:
@@ -125,6 +123,45 @@ class PaymentPage(_Tolerant):
     total: int | None = None
     next_cursor: str | None = None
     has_more: bool = False
+
+
+@dataclass(frozen=True)
+class PaymentList:
+    """One page of the list endpoint, every item parsed; follow ``next_cursor`` for more."""
+
+    items: list[Payment]
+    next_cursor: str | None
+    has_more: bool
+    total: int | None = None
+    limit: int | None = None
+
+    @classmethod
+    def from_api(cls, obj: Any) -> PaymentList:
+        """Parse a page; a wrong envelope or any malformed item makes the page malformed."""
+        if not isinstance(obj, dict):
+            raise VoltageMalformedResponse(
+                f"expected a payments page object, got {type(obj).__name__}"
+            )
+        if not isinstance(obj.get("items"), list):
+            raise VoltageMalformedResponse("payments page has no 'items' list")
+        try:
+            page = PaymentPage.model_validate(obj)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            raise VoltageMalformedResponse(f"payments page has invalid fields: {fields}") from None
+        items = []
+        for index, item in enumerate(page.items):
+            try:
+                items.append(Payment.from_api(item))
+            except VoltageMalformedResponse as exc:
+                raise VoltageMalformedResponse(f"payments page item {index}: {exc}") from None
+        return cls(
+            items=items,
+            next_cursor=page.next_cursor or None,
+            has_more=page.has_more,
+            total=page.total,
+            limit=page.limit,
+        )
 
 
 class HistoryEvent(_Tolerant):

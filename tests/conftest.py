@@ -32,3 +32,145 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     finally:
         client.flushdb()
         client.close()
+
+
+# --- the watcher stack: simulator + real Celery worker and beat ------------------------------
+
+import itertools  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import requests  # noqa: E402
+
+from tests.support import CeleryProcess, beat_command, clean_env, worker_command  # noqa: E402
+from watcher.runtime import Runtime  # noqa: E402
+from watcher.settings import Settings, load_settings  # noqa: E402
+from watcher.simulator import SimulatorConfig  # noqa: E402
+from watcher.simulator.server import SimulatorServer  # noqa: E402
+
+SIM_KEY = "sim-key-for-tests-0123456789"
+ALL_PERMISSIONS = frozenset({"read", "receive", "write"})
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[SimulatorServer]:
+    """One Voltage simulator for the session; tests use fresh payment ids, never reset it."""
+    config = SimulatorConfig(
+        api_keys={SIM_KEY: ALL_PERMISSIONS}, not_found_window=0.2, generating_delay=0.1
+    )
+    with SimulatorServer(config) as sim:
+        yield sim
+
+
+class SimControl:
+    """The simulator's control surface, for tests."""
+
+    def __init__(self, sim: SimulatorServer) -> None:
+        self.url = sim.control_url
+        self.http = requests.Session()
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, self.url + path, json=body, timeout=10)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def settle(self, payment_id: str) -> Any:
+        return self.call("POST", f"/payments/{payment_id}/settle")
+
+    def fail(self, payment_id: str, code: str = "no_route") -> Any:
+        return self.call("POST", f"/payments/{payment_id}/fail", {"code": code})
+
+    def expire(self, payment_id: str) -> Any:
+        return self.call("POST", f"/payments/{payment_id}/expire")
+
+    def fault(self, **rule: Any) -> str:
+        return str(self.call("POST", "/faults", rule)["id"])
+
+    def clear_faults(self) -> None:
+        self.call("DELETE", "/faults")
+
+    def stats(self) -> Any:
+        return self.call("GET", "/stats")
+
+
+@pytest.fixture(scope="session")
+def sim_control(simulator: SimulatorServer) -> SimControl:
+    return SimControl(simulator)
+
+
+_databases = itertools.count(1)
+
+
+@dataclass
+class Stack:
+    """A watcher deployment in miniature: its own Redis database, settings and processes."""
+
+    env: dict[str, str]
+    settings: Settings
+    runtime: Runtime
+    tmp: Path
+    processes: list[CeleryProcess] = field(default_factory=list)
+
+    def start_worker(self, name: str = "w1", concurrency: int = 4) -> CeleryProcess:
+        proc = CeleryProcess(
+            worker_command(name, concurrency),
+            self.env,
+            self.tmp / f"{name}-{uuid.uuid4().hex[:6]}.log",
+        ).start()
+        self.processes.append(proc)
+        return proc
+
+    def start_beat(self) -> CeleryProcess:
+        proc = CeleryProcess(
+            beat_command(self.tmp / f"beat-{uuid.uuid4().hex[:6]}"), self.env, self.tmp / "beat.log"
+        ).start()
+        self.processes.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+        self.runtime.redis.close()
+
+
+@pytest.fixture
+def make_stack(
+    redis_server: RedisServer, simulator: SimulatorServer, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    """Build a stack with settings overrides (env names); processes are started by the test."""
+    stacks: list[Stack] = []
+
+    def build(**overrides: str) -> Stack:
+        db = next(_databases) % 16 or 1
+        url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+        redis.Redis.from_url(url).flushdb()
+        values = {
+            "WATCHER_REDIS_URL": url,
+            "WATCHER_DATA_DIR": str(tmp_path / "data"),
+            "VOLTAGE_API_URL": simulator.base_url,
+            "VOLTAGE_API_KEY": SIM_KEY,
+            "VOLTAGE_ORGANIZATION_ID": "org-test",
+            "VOLTAGE_ENVIRONMENT_ID": "env-test",
+            "VOLTAGE_WALLET_ID": "wallet-test",
+            "WATCHER_LOG_FORMAT": "json",
+            "WATCHER_DISPATCH_INTERVAL": "0.2",
+            "WATCHER_SWEEP_INTERVAL": "1",
+            "WATCHER_CLAIM_LEASE": "3",
+            "WATCHER_POLL_SCHEDULE": "10:0.5,60:2,3600:10",
+            "WATCHER_GENERATING_POLL_INTERVAL": "0.2",
+            "WATCHER_POLL_RETRY_BUDGET": "0.5",
+            "VOLTAGE_RETRY_BUDGET": "3",
+            **overrides,
+        }
+        env = clean_env(**values)
+        (tmp_path / "data").mkdir(exist_ok=True)
+        settings = load_settings(**{k.lower(): v for k, v in values.items()})
+        stack = Stack(env, settings, Runtime.from_settings(settings), tmp_path)
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()

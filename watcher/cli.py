@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from watcher import __version__
+from watcher.engine.records import iso_timestamp
+from watcher.engine.watching import create_and_watch, watch_existing
 from watcher.logging import configure_logging
+from watcher.runtime import Runtime
 from watcher.settings import ConfigError, Settings, get_settings
+from watcher.voltage.errors import VoltageError, VoltageNotFound
 
 
 def _settings_or_exit() -> Settings:
@@ -87,6 +91,137 @@ def simulator(
     )
     click.echo(f"Voltage simulator on http://{host}:{port}/v1 (control: /_sim)", err=True)
     serve(host, port, config)
+
+
+def _runtime_or_exit() -> Runtime:
+    settings = _settings_or_exit()
+    configure_logging(settings)
+    try:
+        settings.require_voltage()
+        return Runtime.from_settings(settings)
+    except ConfigError as exc:
+        click.echo(f"watcher: {exc}", err=True)
+        sys.exit(2)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"watcher: {message}", err=True)
+    sys.exit(1)
+
+
+def _metadata(pairs: tuple[str, ...]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--metadata")
+        metadata[key] = value
+    return metadata
+
+
+@cli.command("create")
+@click.option(
+    "--amount-msats",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Amount in millisatoshis; omit for an any-amount invoice.",
+)
+@click.option("--description", default=None, help="Invoice description (memo).")
+@click.option(
+    "--expiration",
+    type=click.IntRange(1, 86400),
+    default=None,
+    help="Seconds until the invoice expires (Voltage default 3600).",
+)
+@click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
+@click.option("--client-id", default=None, help="Makes the create idempotent.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+def create(
+    amount_msats: int | None,
+    description: str | None,
+    expiration: int | None,
+    metadata: tuple[str, ...],
+    client_id: str | None,
+    as_json: bool,
+) -> None:
+    """Create a receive on Voltage and watch it; prints the id and the BOLT11 invoice."""
+    rt = _runtime_or_exit()
+    try:
+        result = create_and_watch(
+            rt,
+            amount_msats=amount_msats,
+            description=description,
+            expiration=expiration,
+            metadata=_metadata(metadata),
+            client_id=client_id,
+        )
+    except (VoltageError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(result.record.to_public(), indent=2))
+        return
+    click.echo(f"id:      {result.record.id}")
+    click.echo(f"status:  {result.record.status}")
+    click.echo(f"invoice: {result.record.payment_request or '(not ready yet; being watched)'}")
+
+
+@cli.command("watch")
+@click.argument("payment_id")
+def watch(payment_id: str) -> None:
+    """Watch a payment created elsewhere (by its Voltage id)."""
+    rt = _runtime_or_exit()
+    try:
+        result = watch_existing(rt, payment_id)
+    except VoltageNotFound:
+        _fail(f"Voltage has no payment {payment_id!r} in this environment")
+    except VoltageError as exc:
+        _fail(str(exc))
+    state = "now watching" if result.created else "already watched"
+    click.echo(f"{payment_id}: {state} (status {result.record.status})")
+
+
+@cli.command("status")
+@click.argument("payment_id", required=False)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(payment_id: str | None, limit: int, as_json: bool) -> None:
+    """Pending payments as a table, or one payment's record and transitions."""
+    settings = _settings_or_exit()
+    configure_logging(settings)
+    try:
+        rt = Runtime.from_settings(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if payment_id:
+        record = rt.store.get(payment_id)
+        if record is None:
+            _fail(f"not watching {payment_id!r}")
+        shown = {**record.to_public(), "transitions": rt.store.transitions(payment_id)}
+        click.echo(json.dumps(shown, indent=2))
+        return
+    rows = []
+    for pid, next_at in rt.store.pending_ids(limit):
+        record = rt.store.get(pid)
+        if record is not None:
+            rows.append({**record.to_public(), "next_poll_at": iso_timestamp(next_at)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{rt.store.pending_count()} pending")
+    columns = ("id", "status", "amount_msats", "poll_count", "last_poll_at", "next_poll_at")
+    click.echo("  ".join(f"{c:<{_WIDTHS[c]}}" for c in columns))
+    for row in rows:
+        click.echo("  ".join(f"{row[c] or '-'!s:<{_WIDTHS[c]}}" for c in columns))
+
+
+_WIDTHS = {
+    "id": 36,
+    "status": 10,
+    "amount_msats": 12,
+    "poll_count": 10,
+    "last_poll_at": 24,
+    "next_poll_at": 24,
+}
 
 
 def main() -> None:

@@ -69,6 +69,25 @@ class Settings(BaseSettings):
     watcher_data_dir: Path = Path("./data")
     watcher_redis_prefix: str = Field(default="vw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
+    # --- Watching: the poll schedule, dispatcher and list sweeps ---------------------------------
+    watcher_poll_schedule: Annotated[list[tuple[float, float]], NoDecode] = Field(
+        default_factory=lambda: [(60.0, 1.0), (600.0, 5.0), (3600.0, 30.0), (86400.0, 120.0)]
+    )
+    watcher_generating_poll_interval: float = Field(default=0.5, gt=0, le=60)
+    watcher_not_found_window: float = Field(default=120.0, ge=0, le=86400)
+    watcher_expiry_grace: float = Field(default=5.0, ge=0, le=3600)
+    watcher_poll_hard_limit: float = Field(default=3600.0, ge=0, le=30 * 86400)
+    watcher_max_watch_age: float = Field(default=2 * 86400.0, gt=0, le=60 * 86400)
+    watcher_poll_error_backoff_max: float = Field(default=300.0, gt=0, le=86400)
+    watcher_poll_retry_budget: float = Field(default=2.0, ge=0, le=60)
+    watcher_claim_lease: float = Field(default=30.0, gt=0, le=3600)
+    watcher_dispatch_interval: float = Field(default=1.0, gt=0, le=60)
+    watcher_dispatch_batch: int = Field(default=1000, ge=1, le=100_000)
+    watcher_poll_chunk: int = Field(default=25, ge=1, le=1000)
+    watcher_sweep_interval: float = Field(default=3.0, ge=0, le=3600)
+    watcher_sweep_margin: float = Field(default=30.0, ge=0, le=3600)
+    watcher_sweep_max_pages: int = Field(default=10, ge=1, le=1000)
+
     # --- HTTP API --------------------------------------------------------------------------
     watcher_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
@@ -76,7 +95,16 @@ class Settings(BaseSettings):
     watcher_webhook_allow_private: bool = False
     watcher_webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [
-            0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0,
+            0.0,
+            5.0,
+            300.0,
+            1800.0,
+            7200.0,
+            18000.0,
+            36000.0,
+            50400.0,
+            72000.0,
+            86400.0,
         ]
     )
 
@@ -129,6 +157,34 @@ class Settings(BaseSettings):
             raise ValueError("delays must be zero or positive seconds")
         return value
 
+    @field_validator("watcher_poll_schedule", mode="before")
+    @classmethod
+    def _parse_poll_schedule(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        steps = []
+        for part in _split_csv(value):
+            age, sep, interval = part.partition(":")
+            if not sep:
+                raise ValueError(f"expected AGE:INTERVAL pairs in seconds, got {part!r}")
+            try:
+                steps.append((float(age), float(interval)))
+            except ValueError:
+                raise ValueError(f"expected numbers in {part!r}") from None
+        return steps
+
+    @field_validator("watcher_poll_schedule")
+    @classmethod
+    def _check_poll_schedule(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if not value:
+            raise ValueError("expected at least one AGE:INTERVAL pair")
+        ages = [age for age, _ in value]
+        if ages != sorted(ages) or len(set(ages)) != len(ages):
+            raise ValueError("ages must be strictly increasing")
+        if any(interval <= 0 for _, interval in value):
+            raise ValueError("intervals must be positive seconds")
+        return value
+
     @model_validator(mode="after")
     def _check_delays(self) -> Settings:
         if self.voltage_retry_max_delay < self.voltage_retry_base_delay:
@@ -139,9 +195,7 @@ class Settings(BaseSettings):
 
     def require_voltage(self) -> None:
         """Fail naming every missing credential; commands that talk to Voltage call this."""
-        missing = [
-            name.upper() for name in VOLTAGE_CREDENTIAL_FIELDS if not getattr(self, name)
-        ]
+        missing = [name.upper() for name in VOLTAGE_CREDENTIAL_FIELDS if not getattr(self, name)]
         if missing:
             raise ConfigError(
                 "missing Voltage settings: "

@@ -1,0 +1,274 @@
+"""The engine's Redis steps on a real Redis: leases, adoption, exactly-once transitions."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from watcher.engine.poller import apply_observation, poll_payment
+from watcher.engine.records import PaymentRecord, is_legal_move
+from watcher.engine.schedule import PollPolicy
+from watcher.engine.store import PaymentStore
+from watcher.engine.sweeper import sweep_recent_finals
+from watcher.keys import Keys
+from watcher.voltage.errors import VoltageNotFound, VoltageTransientError
+from watcher.voltage.models import Payment
+
+NOW = 1_800_000_000.0
+
+POLICY = PollPolicy(
+    steps=((60.0, 1.0), (600.0, 5.0), (3600.0, 30.0)),
+    generating_interval=0.5,
+    not_found_window=10.0,
+    expiry_grace=5.0,
+    hard_limit=60.0,
+    max_watch_age=86400.0,
+    error_backoff_max=300.0,
+    jitter=0.0,
+)
+
+
+def voltage_payment(payment_id: str, status: str, **extra: Any) -> Payment:
+    raw: dict[str, Any] = {
+        "id": payment_id,
+        "status": status,
+        "direction": "receive",
+        "wallet_id": "wallet-1",
+        "updated_at": "2027-01-15T08:00:00.000000Z",
+        "data": {"payment_request": None, "amount_msats": 1000},
+        **extra,
+    }
+    return Payment.from_api(raw)
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> PaymentStore:
+    return PaymentStore(redis_client, Keys(f"t{uuid.uuid4().hex[:8]}"))
+
+
+def adopt(store: PaymentStore, status: str = "receiving") -> PaymentRecord:
+    payment_id = str(uuid.uuid4())
+    assert store.adopt(
+        voltage_payment(payment_id, status), source="created", now=NOW, first_poll_at=NOW
+    )
+    record = store.get(payment_id)
+    assert record is not None
+    return record
+
+
+class FixedReader:
+    def __init__(self, payment: Payment | Exception) -> None:
+        self.answer = payment
+        self.calls = 0
+
+    def get_payment(self, payment_id: str) -> Payment:
+        self.calls += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_claims_are_leases(store: PaymentStore) -> None:
+    ids = [adopt(store).id for _ in range(3)]
+    first = store.claim_due(NOW, lease=30, limit=2)
+    assert len(first) == 2
+    assert store.claim_due(NOW, lease=30, limit=10) == [i for i in ids if i not in first]
+    assert store.claim_due(NOW + 29, lease=30, limit=10) == []
+    # Nobody finished: the lease runs out and everything comes due again.
+    assert sorted(store.claim_due(NOW + 31, lease=30, limit=10)) == sorted(ids)
+
+
+def test_adopting_twice_changes_nothing(store: PaymentStore) -> None:
+    record = adopt(store)
+    again = voltage_payment(record.id, "completed")
+    assert not store.adopt(again, source="watched", now=NOW + 5, first_poll_at=NOW + 5)
+    stored = store.get(record.id)
+    assert stored is not None
+    assert stored.status == "receiving"
+    assert store.outbox_events() == []
+
+
+def test_adopting_a_final_payment_emits_its_event_once(store: PaymentStore) -> None:
+    payment = voltage_payment(str(uuid.uuid4()), "completed")
+    assert store.adopt(payment, source="watched", now=NOW, first_poll_at=NOW)
+    assert not store.adopt(payment, source="watched", now=NOW, first_poll_at=NOW)
+    events = store.outbox_events()
+    assert [e["type"] for e in events] == ["payment.completed"]
+    assert store.next_poll_at(payment.id) is None
+
+
+def test_completed_payment_makes_one_event_and_leaves_the_schedule(store: PaymentStore) -> None:
+    record = adopt(store)
+    payment = voltage_payment(record.id, "completed", metadata={"order": "42"})
+    outcome = poll_payment(store, FixedReader(payment), POLICY, record.id, NOW + 2)
+    assert outcome.outcome == "final"
+    events = store.outbox_events()
+    assert len(events) == 1
+    assert events[0]["event_id"] == outcome.event_id
+    assert events[0]["payment_id"] == record.id
+    assert store.next_poll_at(record.id) is None
+    # A later poll of the same answer does nothing at all.
+    again = poll_payment(store, FixedReader(payment), POLICY, record.id, NOW + 3)
+    assert again.outcome == "skipped"
+    assert len(store.outbox_events()) == 1
+    stored = store.get(record.id)
+    assert stored is not None
+    assert stored.status == "completed"
+    assert [t["to"] for t in store.transitions(record.id)] == ["receiving", "completed"]
+
+
+def test_racing_workers_produce_exactly_one_event(store: PaymentStore) -> None:
+    record = adopt(store)
+    completed = voltage_payment(record.id, "completed")
+    stale_copies = [store.get(record.id) for _ in range(16)]
+    barrier = threading.Barrier(len(stale_copies))
+    outcomes: list[str] = []
+
+    def race(copy: PaymentRecord | None) -> None:
+        assert copy is not None
+        barrier.wait()
+        outcomes.append(apply_observation(store, POLICY, copy, completed, NOW + 1).outcome)
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in stale_copies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert outcomes.count("final") == 1
+    assert outcomes.count("lost_race") == 15
+    assert len(store.outbox_events()) == 1
+
+
+def test_a_final_status_never_changes_back(store: PaymentStore) -> None:
+    record = adopt(store)
+    poll_payment(store, FixedReader(voltage_payment(record.id, "expired")), POLICY, record.id, NOW)
+    final = store.get(record.id)
+    assert final is not None
+    outcome = apply_observation(
+        store, POLICY, final, voltage_payment(record.id, "completed"), NOW + 1
+    )
+    assert outcome.outcome == "lost_race"
+    assert [e["type"] for e in store.outbox_events()] == ["payment.expired"]
+
+
+def test_an_illegal_move_is_counted_not_emitted(store: PaymentStore) -> None:
+    record = adopt(store, status="receiving")
+    outcome = poll_payment(
+        store, FixedReader(voltage_payment(record.id, "generating")), POLICY, record.id, NOW
+    )
+    assert outcome.outcome == "illegal"
+    assert store.outbox_events() == []
+    assert store.counters()["transitions:illegal"] == 1
+    assert store.next_poll_at(record.id) is not None
+
+
+def test_transient_errors_back_off_without_dropping(store: PaymentStore) -> None:
+    record = adopt(store)
+    reader = FixedReader(VoltageTransientError("Voltage answered 503", status=503))
+    delays = []
+    for i in range(4):
+        now = NOW + i
+        poll_payment(store, reader, POLICY, record.id, now)
+        next_at = store.next_poll_at(record.id)
+        assert next_at is not None
+        delays.append(next_at - now)
+    assert delays == sorted(delays)
+    assert delays[-1] > delays[0]
+    stored = store.get(record.id)
+    assert stored is not None
+    assert stored.error_count == 4
+    assert "503" in (stored.last_error or "")
+
+
+def test_retry_after_is_respected(store: PaymentStore) -> None:
+    record = adopt(store)
+    reader = FixedReader(VoltageTransientError("429", status=429, retry_after=42.0))
+    poll_payment(store, reader, POLICY, record.id, NOW)
+    next_at = store.next_poll_at(record.id)
+    assert next_at is not None
+    assert next_at - NOW >= 42.0
+
+
+def test_early_404s_are_tolerated_then_believed(store: PaymentStore) -> None:
+    record = adopt(store, status="generating")
+    reader = FixedReader(VoltageNotFound("404", status=404))
+    assert poll_payment(store, reader, POLICY, record.id, NOW).outcome == "not_found"
+    assert poll_payment(store, reader, POLICY, record.id, NOW + 5).outcome == "not_found"
+    assert poll_payment(store, reader, POLICY, record.id, NOW + 11).outcome == "stopped"
+    stored = store.get(record.id)
+    assert stored is not None
+    assert stored.stopped_reason == "not_found"
+    assert store.next_poll_at(record.id) is None
+
+
+def test_schedule_slows_with_age_and_reads_once_after_expiry() -> None:
+    record = PaymentRecord(id="p", status="receiving", version=1, source="created", watched_at=NOW)
+    assert POLICY.next_poll(record, NOW + 10) == pytest.approx(NOW + 11)
+    assert POLICY.next_poll(record, NOW + 100) == pytest.approx(NOW + 105)
+    assert POLICY.next_poll(record, NOW + 1000) == pytest.approx(NOW + 1030)
+    record.expires_at = NOW + 1010
+    # The next regular poll would be at +1030; the final check right after expiry comes first.
+    assert POLICY.next_poll(record, NOW + 1000) == pytest.approx(NOW + 1015)
+    record.status = "generating"
+    assert POLICY.next_poll(record, NOW + 1000) == pytest.approx(NOW + 1000.5)
+
+
+def test_hard_limit_stops_polling(store: PaymentStore) -> None:
+    record = adopt(store)
+    store.redis.hset(store.keys.payment(record.id), "expires_at", repr(NOW + 10))
+    unchanged = FixedReader(voltage_payment(record.id, "receiving"))
+    assert poll_payment(store, unchanged, POLICY, record.id, NOW + 20).outcome == "unchanged"
+    assert poll_payment(store, unchanged, POLICY, record.id, NOW + 80).outcome == "stopped"
+    stored = store.get(record.id)
+    assert stored is not None
+    assert stored.stopped_reason == "hard_limit"
+    assert store.counters()["stopped:hard_limit"] == 1
+    assert store.next_poll_at(record.id) is None
+
+
+def test_legal_moves() -> None:
+    assert is_legal_move("generating", "receiving")
+    assert is_legal_move("generating", "failed")
+    assert is_legal_move("receiving", "completed")
+    assert is_legal_move("generating", "completed")
+    assert not is_legal_move("receiving", "generating")
+    assert not is_legal_move("completed", "failed")
+    assert not is_legal_move("expired", "completed")
+    assert not is_legal_move("receiving", "receiving")
+    assert not is_legal_move("receiving", "weird")
+
+
+class ListedPayments:
+    def __init__(self, payments: list[Payment]) -> None:
+        self.payments = payments
+        self.calls: list[dict[str, Any]] = []
+
+    def iter_payments(self, **filters: Any) -> Iterator[Payment]:
+        self.calls.append(filters)
+        yield from self.payments
+
+
+def test_sweep_pulls_watched_finals_forward(store: PaymentStore) -> None:
+    watched = adopt(store)
+    store.reschedule(watched.id, NOW + 500)
+    stranger = voltage_payment(str(uuid.uuid4()), "completed")
+    listed = ListedPayments(
+        [
+            voltage_payment(watched.id, "completed", updated_at="2027-01-15T08:00:05Z"),
+            stranger,
+        ]
+    )
+    result = sweep_recent_finals(store, listed, now=NOW, margin=30, max_pages=3)
+    assert result.pulled_forward == 1
+    assert store.next_poll_at(watched.id) == pytest.approx(NOW)
+    assert store.next_poll_at(stranger.id) is None
+    assert listed.calls[0]["sort_key"] == "updated_at"
+    assert listed.calls[0]["sort_order"] == "DESC"
+    assert sorted(listed.calls[0]["statuses"]) == ["completed", "expired", "failed"]
+    # Nothing emitted: the normal poll confirms with a read of the payment first.
+    assert store.outbox_events() == []

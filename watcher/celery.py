@@ -1,0 +1,107 @@
+"""The Celery app, discoverable as `celery -A watcher worker|beat|flower`.
+
+Celery is the muscle, Redis schedules are the truth: no task waits with countdown/eta; beat
+only sends short ticks, and every task is idempotent (acks late, re-run on worker loss).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery import Celery
+from celery.signals import setup_logging, task_postrun, task_prerun
+from kombu import Queue
+
+from watcher.logging import bind, configure_logging
+from watcher.settings import ConfigError, Settings, get_settings
+
+QUEUE_CONTROL = "watcher.control"
+QUEUE_POLL = "watcher.poll"
+QUEUE_DELIVER = "watcher.deliver"
+QUEUE_RETRY = "watcher.retry"
+ALL_QUEUES = (QUEUE_CONTROL, QUEUE_POLL, QUEUE_DELIVER, QUEUE_RETRY)
+
+# The longest task (a poll chunk, a delivery) is far below this; a message a dead worker held
+# is redelivered only after it, and by then the Redis lease has already re-queued its work.
+VISIBILITY_TIMEOUT = 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    broker = settings.watcher_redis_url or "redis://127.0.0.1:6379/0"
+    tick = settings.watcher_dispatch_interval
+    schedule: dict[str, Any] = {
+        "dispatch-polls": {
+            "task": "watcher.dispatch_polls",
+            "schedule": tick,
+            "options": {"queue": QUEUE_CONTROL, "expires": max(5.0, tick * 5)},
+        },
+    }
+    if settings.watcher_sweep_interval > 0:
+        schedule["sweep-recent-finals"] = {
+            "task": "watcher.sweep_recent_finals",
+            "schedule": settings.watcher_sweep_interval,
+            "options": {
+                "queue": QUEUE_CONTROL,
+                "expires": max(5.0, settings.watcher_sweep_interval * 2),
+            },
+        }
+    return {
+        "broker_url": broker,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        "task_default_queue": QUEUE_POLL,
+        "task_routes": {
+            "watcher.dispatch_polls": {"queue": QUEUE_CONTROL},
+            "watcher.sweep_recent_finals": {"queue": QUEUE_CONTROL},
+            "watcher.poll_payments": {"queue": QUEUE_POLL},
+        },
+        "task_soft_time_limit": 300,
+        "task_time_limit": 360,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "beat_schedule": schedule,
+        "beat_schedule_filename": str(settings.watcher_data_dir / "celerybeat-schedule"),
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def _load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        print(f"watcher: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = Celery("watcher", include=["watcher.tasks"])
+app.conf.update(celery_config(_load_settings()))
+
+
+@setup_logging.connect
+def _setup_logging(**_kwargs: Any) -> None:
+    configure_logging(get_settings())
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, **_kwargs: Any) -> None:
+    bind(task_id=task_id)
+
+
+@task_postrun.connect
+def _unbind_task(**_kwargs: Any) -> None:
+    import structlog
+
+    structlog.contextvars.clear_contextvars()

@@ -1,0 +1,1 @@
+"""The watch engine: schedules in Redis, leased claims, polls, exactly-once transitions."""

@@ -1,0 +1,169 @@
+"""Poll one payment: read it from Voltage, let the detector decide, schedule the next read.
+
+Nothing here raises for a Voltage problem: every failure becomes a later poll, so a worker
+never dies on bad answers and a payment is never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from watcher.engine.records import PaymentRecord, is_legal_move
+from watcher.engine.schedule import PollPolicy
+from watcher.engine.store import PaymentStore, payment_fields
+from watcher.logging import get_logger
+from watcher.voltage.errors import (
+    VoltageAuthError,
+    VoltageError,
+    VoltageMalformedResponse,
+    VoltageNotFound,
+)
+from watcher.voltage.models import Payment
+
+log = get_logger(__name__)
+
+# Credential problems hit every payment at once; re-check slowly instead of hammering.
+AUTH_ERROR_DELAY = 60.0
+_MAX_CAS_ATTEMPTS = 5
+
+
+class PaymentReader(Protocol):
+    def get_payment(self, payment_id: str) -> Payment: ...
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What one poll did: `unchanged`, `moved`, `final`, `lost_race`, `error`, `not_found`,
+    `stopped`, `illegal`, or `skipped` (not watched any more)."""
+
+    payment_id: str
+    outcome: str
+    status: str | None = None
+    event_id: str | None = None
+
+
+def poll_payment(
+    store: PaymentStore,
+    voltage: PaymentReader,
+    policy: PollPolicy,
+    payment_id: str,
+    now: float,
+) -> PollOutcome:
+    record = store.get(payment_id)
+    if record is None or not record.is_watching:
+        store.redis.zrem(store.keys.poll_schedule, payment_id)
+        return PollOutcome(payment_id, "skipped", record.status if record else None)
+
+    try:
+        payment = voltage.get_payment(payment_id)
+    except VoltageNotFound:
+        return _on_not_found(store, policy, record, now)
+    except VoltageAuthError as exc:
+        store.count("voltage_errors:auth")
+        log.error(  # noqa: TRY400 - an expected answer, a traceback would only add noise
+            "voltage rejected our credentials; every payment is affected",
+            payment_id=payment_id,
+            status=exc.status,
+            error_type=exc.type,
+        )
+        store.record_poll(payment_id, now=now, error=str(exc))
+        store.reschedule(payment_id, now + AUTH_ERROR_DELAY)
+        return PollOutcome(payment_id, "error", record.status)
+    except VoltageError as exc:
+        kind = "malformed" if isinstance(exc, VoltageMalformedResponse) else "transient"
+        if not exc.retryable:
+            kind = "invalid"
+        store.count(f"voltage_errors:{kind}")
+        log.warning("poll failed; backing off", payment_id=payment_id, error=str(exc), kind=kind)
+        store.record_poll(payment_id, now=now, error=str(exc))
+        record.error_streak += 1
+        store.reschedule(payment_id, policy.after_error(record, now, exc.retry_after))
+        return PollOutcome(payment_id, "error", record.status)
+
+    store.count("polls")
+    return apply_observation(store, policy, record, payment, now)
+
+
+def apply_observation(
+    store: PaymentStore,
+    policy: PollPolicy,
+    record: PaymentRecord,
+    payment: Payment,
+    now: float,
+) -> PollOutcome:
+    """The detector: compare what Voltage says with what we stored, exactly once."""
+    for _ in range(_MAX_CAS_ATTEMPTS):
+        if record.is_final:
+            return PollOutcome(record.id, "lost_race", record.status)
+        if payment.status == record.status:
+            store.record_poll(record.id, now=now, fields=payment_fields(payment))
+            return _schedule_next(store, policy, record, now, "unchanged")
+        if not is_legal_move(record.status, payment.status):
+            store.count("transitions:illegal")
+            log.error(
+                "unexpected status change ignored",
+                payment_id=record.id,
+                stored=record.status,
+                observed=payment.status,
+            )
+            store.record_poll(
+                record.id,
+                now=now,
+                error=f"unexpected status change {record.status} -> {payment.status}",
+            )
+            return _schedule_next(store, policy, record, now, "illegal")
+        result = store.transition(record, payment, now=now)
+        if result.outcome == "ok":
+            log.info(
+                "payment status changed",
+                payment_id=record.id,
+                previous_status=record.status,
+                status=payment.status,
+                event_id=result.event_id,
+            )
+            if payment.is_final:
+                return PollOutcome(record.id, "final", payment.status, result.event_id)
+            fresh = store.get(record.id)
+            return _schedule_next(store, policy, fresh or record, now, "moved")
+        if result.outcome in ("final", "missing"):
+            return PollOutcome(record.id, "lost_race", record.status)
+        # stale: another worker changed the record; look again with its version.
+        fresh = store.get(record.id)
+        if fresh is None:
+            return PollOutcome(record.id, "lost_race", None)
+        record = fresh
+    return PollOutcome(record.id, "lost_race", record.status)
+
+
+def _schedule_next(
+    store: PaymentStore,
+    policy: PollPolicy,
+    record: PaymentRecord,
+    now: float,
+    outcome: str,
+) -> PollOutcome:
+    reason = policy.stop_reason(record, now)
+    if reason is not None:
+        store.stop(record.id, reason=reason, now=now)
+        log.warning(
+            "stopped watching a payment that never became final",
+            payment_id=record.id,
+            status=record.status,
+            reason=reason,
+        )
+        return PollOutcome(record.id, "stopped", record.status)
+    store.reschedule(record.id, policy.next_poll(record, now))
+    return PollOutcome(record.id, outcome, record.status)
+
+
+def _on_not_found(
+    store: PaymentStore, policy: PollPolicy, record: PaymentRecord, now: float
+) -> PollOutcome:
+    first_seen = store.mark_not_found(record.id, now=now, since=record.not_found_since)
+    if policy.not_found_expired(first_seen, record, now):
+        store.stop(record.id, reason="not_found", now=now)
+        log.error("voltage does not know this payment; stopped watching", payment_id=record.id)
+        return PollOutcome(record.id, "stopped", record.status)
+    store.reschedule(record.id, now + policy.generating_interval)
+    return PollOutcome(record.id, "not_found", record.status)

@@ -1,0 +1,184 @@
+"""The payment record as stored in Redis, and the events a transition produces."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from watcher.voltage.models import FINAL_STATUSES
+
+EVENT_TYPES = {
+    "completed": "payment.completed",
+    "failed": "payment.failed",
+    "expired": "payment.expired",
+}
+
+# How far along its life a status is; a legal move only ever goes forward.
+_STATUS_RANK = {
+    "generating": 0,
+    "sending": 0,
+    "receiving": 1,
+    "approved": 1,
+    "completed": 2,
+    "failed": 2,
+    "expired": 2,
+}
+
+
+def is_legal_move(old: str, new: str) -> bool:
+    """Forward moves only: nothing leaves a final status, nothing goes back to generating."""
+    if old == new or old in FINAL_STATUSES:
+        return False
+    if new not in _STATUS_RANK:
+        return False
+    if old not in _STATUS_RANK:
+        return True
+    return _STATUS_RANK[new] > _STATUS_RANK[old]
+
+
+def new_event_id() -> str:
+    return f"evt_{uuid.uuid4().hex}"
+
+
+def iso_timestamp(at: float) -> str:
+    """RFC 3339 with milliseconds and Z, the form every event and API answer uses."""
+    stamp = datetime.fromtimestamp(at, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def event_body(
+    *,
+    event_type: str,
+    at: float,
+    payment_id: str,
+    previous_status: str | None,
+    status: str,
+    payment: dict[str, Any],
+) -> str:
+    """The exact JSON bytes every delivery of this event will carry (and sign)."""
+    body = {
+        "type": event_type,
+        "timestamp": iso_timestamp(at),
+        "data": {
+            "payment_id": payment_id,
+            "previous_status": previous_status,
+            "status": status,
+            "payment": payment,
+        },
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+@dataclass
+class PaymentRecord:
+    """What the watcher knows about one payment. Stored as a flat Redis hash."""
+
+    id: str
+    status: str
+    version: int
+    source: str
+    watched_at: float
+    wallet_id: str | None = None
+    payment_request: str | None = None
+    payment_hash: str | None = None
+    amount_msats: int | None = None
+    description: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+    updated_at: str | None = None
+    expires_at: float | None = None
+    status_changed_at: float | None = None
+    last_poll_at: float | None = None
+    poll_count: int = 0
+    error_count: int = 0
+    error_streak: int = 0
+    last_error: str | None = None
+    not_found_since: float | None = None
+    stopped_reason: str | None = None
+    stopped_at: float | None = None
+    final_at: float | None = None
+    event_id: str | None = None
+    raw: dict[str, Any] | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def is_watching(self) -> bool:
+        return not self.is_final and self.stopped_reason is None
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> PaymentRecord:
+        raw = data.get("raw")
+        return cls(
+            id=data["id"],
+            status=data.get("status", "unknown"),
+            version=int(data.get("version", "0")),
+            source=data.get("source", "watched"),
+            watched_at=float(data.get("watched_at", "0")),
+            wallet_id=data.get("wallet_id") or None,
+            payment_request=data.get("payment_request") or None,
+            payment_hash=data.get("payment_hash") or None,
+            amount_msats=_int(data.get("amount_msats")),
+            description=data.get("description") or None,
+            metadata=json.loads(data["metadata"]) if data.get("metadata") else {},
+            created_at=data.get("created_at") or None,
+            updated_at=data.get("updated_at") or None,
+            expires_at=_float(data.get("expires_at")),
+            status_changed_at=_float(data.get("status_changed_at")),
+            last_poll_at=_float(data.get("last_poll_at")),
+            poll_count=int(data.get("poll_count", "0")),
+            error_count=int(data.get("error_count", "0")),
+            error_streak=int(data.get("error_streak", "0")),
+            last_error=data.get("last_error") or None,
+            not_found_since=_float(data.get("not_found_since")),
+            stopped_reason=data.get("stopped_reason") or None,
+            stopped_at=_float(data.get("stopped_at")),
+            final_at=_float(data.get("final_at")),
+            event_id=data.get("event_id") or None,
+            raw=json.loads(raw) if raw else None,
+        )
+
+    def to_public(self) -> dict[str, Any]:
+        """The record as the API and CLI show it (times as RFC 3339)."""
+
+        def ts(value: float | None) -> str | None:
+            return iso_timestamp(value) if value is not None else None
+
+        return {
+            "id": self.id,
+            "status": self.status,
+            "watching": self.is_watching,
+            "source": self.source,
+            "wallet_id": self.wallet_id,
+            "payment_request": self.payment_request,
+            "payment_hash": self.payment_hash,
+            "amount_msats": self.amount_msats,
+            "description": self.description,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "expires_at": ts(self.expires_at),
+            "watched_at": ts(self.watched_at),
+            "last_poll_at": ts(self.last_poll_at),
+            "poll_count": self.poll_count,
+            "error_count": self.error_count,
+            "last_error": self.last_error,
+            "stopped_reason": self.stopped_reason,
+            "stopped_at": ts(self.stopped_at),
+            "final_at": ts(self.final_at),
+            "event_id": self.event_id,
+            "version": self.version,
+        }

@@ -1,0 +1,84 @@
+"""When to poll a payment next: fast while young, slower with age, once just after expiry.
+
+Per-payment polls are the backstop; list sweeps pull payments forward when Voltage reports
+them final, so these intervals can grow without slowing detection much.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from watcher.engine.records import PaymentRecord
+from watcher.settings import Settings
+
+_EARLY_STATUSES = frozenset({"generating", "sending"})
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    steps: tuple[tuple[float, float], ...]
+    generating_interval: float
+    not_found_window: float
+    expiry_grace: float
+    hard_limit: float
+    max_watch_age: float
+    error_backoff_max: float
+    jitter: float = 0.1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PollPolicy:
+        return cls(
+            steps=tuple(settings.watcher_poll_schedule),
+            generating_interval=settings.watcher_generating_poll_interval,
+            not_found_window=settings.watcher_not_found_window,
+            expiry_grace=settings.watcher_expiry_grace,
+            hard_limit=settings.watcher_poll_hard_limit,
+            max_watch_age=settings.watcher_max_watch_age,
+            error_backoff_max=settings.watcher_poll_error_backoff_max,
+        )
+
+    def interval(self, record: PaymentRecord, now: float) -> float:
+        if record.status in _EARLY_STATUSES:
+            return self.generating_interval
+        age = max(0.0, now - record.watched_at)
+        for until_age, every in self.steps:
+            if age < until_age:
+                return every
+        return self.steps[-1][1]
+
+    def _jittered(self, delay: float) -> float:
+        return delay * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def stop_reason(self, record: PaymentRecord, now: float) -> str | None:
+        """Why polling must end now, or None to keep going."""
+        past_expiry = (
+            record.expires_at is not None
+            and now > record.expires_at + self.expiry_grace + self.hard_limit
+        )
+        if past_expiry or now - record.watched_at > self.max_watch_age:
+            return "hard_limit"
+        return None
+
+    def next_poll(self, record: PaymentRecord, now: float) -> float:
+        at = now + self._jittered(self.interval(record, now))
+        if record.expires_at is not None:
+            final_check = record.expires_at + self.expiry_grace
+            if now < final_check < at:
+                at = final_check
+        return at
+
+    def after_error(
+        self, record: PaymentRecord, now: float, retry_after: float | None = None
+    ) -> float:
+        """Back off on 429/5xx/timeouts, longer each time in a row, capped, never dropped."""
+        base = max(1.0, self.interval(record, now))
+        streak = min(record.error_streak, 10)
+        delay = min(self.error_backoff_max, base * (2**streak))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.error_backoff_max))
+        return now + self._jittered(delay)
+
+    def not_found_expired(self, first_seen: float, record: PaymentRecord, now: float) -> bool:
+        """Early 404s mean "not visible yet"; only past the window do we believe them."""
+        return now - first_seen > self.not_found_window

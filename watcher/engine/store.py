@@ -1,0 +1,307 @@
+"""Reads and writes of payment records, schedules and the outbox. No Voltage, no Celery."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from watcher.engine.records import PaymentRecord, event_body, new_event_id
+from watcher.engine.scripts import Scripts
+from watcher.keys import Keys
+from watcher.voltage.models import FINAL_STATUSES, Payment
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    """`ok` (this caller made the move), `stale` (someone else changed the record first),
+    `final` (already final: nothing more happens) or `missing`."""
+
+    outcome: str
+    version: int | None = None
+    event_id: str | None = None
+
+
+def payment_fields(payment: Payment) -> dict[str, str]:
+    """Fields of the record that mirror Voltage's latest answer."""
+    fields: dict[str, str] = {"raw": json.dumps(payment.raw, separators=(",", ":"))}
+    if payment.updated_at:
+        fields["updated_at"] = payment.updated_at.isoformat()
+    if payment.created_at:
+        fields["created_at"] = payment.created_at.isoformat()
+    if payment.wallet_id:
+        fields["wallet_id"] = payment.wallet_id
+    if payment.metadata:
+        fields["metadata"] = json.dumps(payment.metadata, separators=(",", ":"))
+    data = payment.data
+    if data is not None:
+        if data.amount_msats is not None:
+            fields["amount_msats"] = str(data.amount_msats)
+        if data.memo:
+            fields["description"] = data.memo
+    request = payment.payment_request
+    if request:
+        fields["payment_request"] = request
+        invoice = payment.invoice()
+        if invoice is not None:
+            fields["payment_hash"] = invoice.payment_hash
+            fields["expires_at"] = repr(invoice.expires_at.timestamp())
+            if invoice.amount_msat is not None and "amount_msats" not in fields:
+                fields["amount_msats"] = str(invoice.amount_msat)
+    return fields
+
+
+class PaymentStore:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts | None = None) -> None:
+        self.redis = client
+        self.keys = keys
+        self.scripts = scripts or Scripts.register(client)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def get(self, payment_id: str) -> PaymentRecord | None:
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.payment(payment_id)))
+        return PaymentRecord.from_hash(data) if data else None
+
+    def transitions(self, payment_id: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(item) for item in self.redis.lrange(self.keys.transitions(payment_id), 0, -1)
+        ]
+
+    def pending_ids(self, limit: int = 100) -> list[tuple[str, float]]:
+        """Scheduled payments with the time of their next poll, soonest first."""
+        pairs = cast(
+            list[tuple[str, float]],
+            self.redis.zrange(self.keys.poll_schedule, 0, limit - 1, withscores=True),
+        )
+        return [(member, float(score)) for member, score in pairs]
+
+    def pending_count(self) -> int:
+        return int(self.redis.zcard(self.keys.poll_schedule))
+
+    def watched_ids(self, limit: int = 100, newest_first: bool = True) -> list[str]:
+        key = self.keys.payments_index
+        if newest_first:
+            return cast(list[str], self.redis.zrevrange(key, 0, limit - 1))
+        return cast(list[str], self.redis.zrange(key, 0, limit - 1))
+
+    def next_poll_at(self, payment_id: str) -> float | None:
+        score = self.redis.zscore(self.keys.poll_schedule, payment_id)
+        return float(score) if score is not None else None
+
+    # --- adopting --------------------------------------------------------------------------------
+    def adopt(
+        self,
+        payment: Payment,
+        *,
+        source: str,
+        now: float,
+        first_poll_at: float,
+        extra: dict[str, str] | None = None,
+    ) -> bool:
+        """Start watching; False if this payment was watched already (nothing changes).
+
+        A payment already final when adopted is not scheduled; its event is emitted at once
+        with `previous_status: null`, because whoever asked to watch it wants to know."""
+        fields = {
+            "id": payment.id,
+            "status": payment.status,
+            "version": "1",
+            "source": source,
+            "watched_at": repr(now),
+            "status_changed_at": repr(now),
+            "poll_count": "0",
+            "error_count": "0",
+            **payment_fields(payment),
+            **(extra or {}),
+        }
+        final = payment.is_final
+        event_id = new_event_id() if final else ""
+        event_type = f"payment.{payment.status}" if final else ""
+        body = (
+            event_body(
+                event_type=event_type,
+                at=now,
+                payment_id=payment.id,
+                previous_status=None,
+                status=payment.status,
+                payment=payment.raw,
+            )
+            if final
+            else ""
+        )
+        args: list[str] = [
+            payment.id,
+            repr(now),
+            repr(first_poll_at),
+            "0" if final else "1",
+            event_id,
+            event_type,
+            body,
+        ]
+        for key, value in fields.items():
+            args.extend((key, value))
+        created = self.scripts.adopt(
+            keys=[
+                self.keys.payment(payment.id),
+                self.keys.payments_index,
+                self.keys.poll_schedule,
+                self.keys.outbox,
+            ],
+            args=args,
+        )
+        if created:
+            self.redis.rpush(
+                self.keys.transitions(payment.id),
+                json.dumps(
+                    {"from": None, "to": payment.status, "at": now, "event_id": event_id or None}
+                ),
+            )
+            if final:
+                self.count(f"transitions:{payment.status}")
+        return bool(created)
+
+    # --- polling bookkeeping ---------------------------------------------------------------------
+    def claim_due(self, now: float, lease: float, limit: int) -> list[str]:
+        return list(
+            self.scripts.claim_due(
+                keys=[self.keys.poll_schedule], args=[repr(now), repr(now + lease), limit]
+            )
+        )
+
+    def reschedule(self, payment_id: str, at: float, *, only_earlier: bool = False) -> bool:
+        """Set the next poll, only if the payment is still scheduled."""
+        changed = self.scripts.reschedule(
+            keys=[self.keys.poll_schedule],
+            args=[payment_id, repr(at), "LT" if only_earlier else ""],
+        )
+        return bool(changed)
+
+    def record_poll(
+        self,
+        payment_id: str,
+        *,
+        now: float,
+        fields: dict[str, str] | None = None,
+        error: str | None = None,
+        clear_not_found: bool = True,
+    ) -> None:
+        """Note a poll that changed no status (errors included); not versioned on purpose."""
+        key = self.keys.payment(payment_id)
+        pipe = self.redis.pipeline(transaction=True)
+        updates = {"last_poll_at": repr(now), **(fields or {})}
+        updates["last_error"] = error or ""
+        if clear_not_found:
+            updates["not_found_since"] = ""
+        pipe.hset(key, mapping=cast(Any, updates))
+        pipe.hincrby(key, "poll_count", 1)
+        if error:
+            pipe.hincrby(key, "error_count", 1)
+            pipe.hincrby(key, "error_streak", 1)
+        else:
+            pipe.hset(key, "error_streak", "0")
+        pipe.execute()
+
+    def mark_not_found(self, payment_id: str, *, now: float, since: float | None) -> float:
+        """Remember when Voltage first said 404, so the tolerance window has a start."""
+        first = since if since is not None else now
+        self.redis.hset(
+            self.keys.payment(payment_id),
+            mapping={"not_found_since": repr(first), "last_poll_at": repr(now)},
+        )
+        self.redis.hincrby(self.keys.payment(payment_id), "poll_count", 1)
+        return first
+
+    def stop(self, payment_id: str, *, reason: str, now: float) -> None:
+        """Stop polling for good and say why (hard limit reached, never found...)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.payment(payment_id),
+            mapping={"stopped_reason": reason, "stopped_at": repr(now)},
+        )
+        pipe.zrem(self.keys.poll_schedule, payment_id)
+        pipe.hincrby(self.keys.counters, f"stopped:{reason}", 1)
+        pipe.execute()
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.redis.hincrby(self.keys.counters, name, amount)
+
+    def counters(self) -> dict[str, int]:
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys.counters))
+        return {k: int(v) for k, v in raw.items()}
+
+    # --- transitions -----------------------------------------------------------------------------
+    def transition(
+        self,
+        record: PaymentRecord,
+        payment: Payment,
+        *,
+        now: float,
+    ) -> TransitionResult:
+        """Compare-and-set the status; a final status also emits its outbox event."""
+        new_status = payment.status
+        final = new_status in FINAL_STATUSES
+        event_id = new_event_id() if final else ""
+        event_type = f"payment.{new_status}" if final else ""
+        body = (
+            event_body(
+                event_type=event_type,
+                at=now,
+                payment_id=record.id,
+                previous_status=record.status,
+                status=new_status,
+                payment=payment.raw,
+            )
+            if final
+            else ""
+        )
+        transition = json.dumps(
+            {"from": record.status, "to": new_status, "at": now, "event_id": event_id or None}
+        )
+        fields = {
+            **payment_fields(payment),
+            "last_poll_at": repr(now),
+            "last_error": "",
+            "error_streak": "0",
+            "not_found_since": "",
+        }
+        args: list[str] = [
+            str(record.version),
+            new_status,
+            "1" if final else "0",
+            repr(now),
+            transition,
+            event_id,
+            event_type,
+            body,
+            record.id,
+        ]
+        for key, value in fields.items():
+            args.extend((key, value))
+        outcome, version = self.scripts.transition(
+            keys=[
+                self.keys.payment(record.id),
+                self.keys.poll_schedule,
+                self.keys.outbox,
+                self.keys.transitions(record.id),
+            ],
+            args=args,
+        )
+        if outcome == "ok":
+            self.redis.hincrby(self.keys.payment(record.id), "poll_count", 1)
+            if final:
+                self.count(f"transitions:{new_status}")
+        return TransitionResult(
+            outcome=outcome,
+            version=int(version) if version else None,
+            event_id=event_id if outcome == "ok" and final else None,
+        )
+
+    # --- the outbox ------------------------------------------------------------------------------
+    def outbox_events(self, count: int = 1000) -> list[dict[str, str]]:
+        """Outbox entries oldest first, each with its stream id as `entry_id`."""
+        entries = cast(
+            list[tuple[str, dict[str, str]]], self.redis.xrange(self.keys.outbox, count=count)
+        )
+        return [{"entry_id": entry_id, **fields} for entry_id, fields in entries]

@@ -1,0 +1,118 @@
+"""Entry points that start a watch: create a receive and watch it, or adopt an existing id.
+The HTTP API and the CLI call these."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from watcher.engine.records import PaymentRecord
+from watcher.logging import get_logger
+from watcher.runtime import Runtime
+from watcher.voltage.errors import VoltageError
+from watcher.voltage.models import Payment
+
+log = get_logger(__name__)
+
+# Client ids map to payment ids deterministically, so a repeated create finds the same
+# payment (here or, via Voltage's 409, on Voltage) instead of making a second invoice.
+CLIENT_ID_NAMESPACE = uuid.UUID("5b0e4a8e-51c4-4b55-9a51-5e2b9f2a8d01")
+
+
+def payment_id_for_client_id(wallet_id: str, client_id: str) -> str:
+    return str(uuid.uuid5(CLIENT_ID_NAMESPACE, f"{wallet_id}\x00{client_id}"))
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    record: PaymentRecord
+    created: bool  # False when the payment was already watched
+    invoice_ready: bool
+
+
+def create_and_watch(
+    rt: Runtime,
+    *,
+    amount_msats: int | None,
+    description: str | None = None,
+    expiration: int | None = None,
+    metadata: dict[str, str] | None = None,
+    wallet_id: str | None = None,
+    client_id: str | None = None,
+    invoice_wait: float | None = None,
+) -> WatchResult:
+    """Create a receive on Voltage and watch it. Answers as soon as the invoice exists, or
+    after `invoice_wait` with the status so far (the watch goes on either way)."""
+    wallet = wallet_id or rt.settings.voltage_wallet_id
+    if not wallet:
+        raise ValueError("wallet_id: no wallet given and VOLTAGE_WALLET_ID is not set")
+    payment_id = payment_id_for_client_id(wallet, client_id) if client_id else str(uuid.uuid4())
+    existing = rt.store.get(payment_id)
+    if existing is not None:
+        return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
+
+    rt.voltage.submit_receive(
+        wallet_id=wallet,
+        amount_msats=amount_msats,
+        description=description,
+        expiration=expiration,
+        metadata=metadata,
+        payment_id=payment_id,
+    )
+    now = rt.clock()
+    wait = rt.settings.voltage_invoice_wait if invoice_wait is None else invoice_wait
+    ready = True
+    try:
+        payment = rt.voltage.wait_for_invoice(payment_id, timeout=wait)
+    except VoltageError as exc:
+        # Voltage accepted the create; it is ours to watch even if the invoice is late.
+        log.warning("invoice not ready yet; watching anyway", payment_id=payment_id, error=str(exc))
+        ready = False
+        payment = _placeholder(payment_id, wallet, amount_msats, description, metadata)
+    extra = {"client_id": client_id} if client_id else None
+    created = rt.store.adopt(
+        payment,
+        source="created",
+        now=now,
+        first_poll_at=now + rt.policy.generating_interval,
+        extra=extra,
+    )
+    record = rt.store.get(payment_id)
+    assert record is not None  # noqa: S101 - adopt just wrote it
+    log.info("watching new payment", payment_id=payment_id, status=record.status)
+    return WatchResult(
+        record, created=created, invoice_ready=ready and bool(record.payment_request)
+    )
+
+
+def watch_existing(rt: Runtime, payment_id: str) -> WatchResult:
+    """Adopt a payment created elsewhere. Raises VoltageNotFound if Voltage does not know it."""
+    existing = rt.store.get(payment_id)
+    if existing is not None:
+        return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
+    payment = rt.voltage.get_payment(payment_id)
+    now = rt.clock()
+    created = rt.store.adopt(payment, source="watched", now=now, first_poll_at=now)
+    record = rt.store.get(payment_id)
+    assert record is not None  # noqa: S101 - adopt just wrote it
+    log.info("watching existing payment", payment_id=payment_id, status=record.status)
+    return WatchResult(record, created=created, invoice_ready=bool(record.payment_request))
+
+
+def _placeholder(
+    payment_id: str,
+    wallet_id: str,
+    amount_msats: int | None,
+    description: str | None,
+    metadata: dict[str, str] | None,
+) -> Payment:
+    raw: dict[str, Any] = {
+        "id": payment_id,
+        "status": "generating",
+        "wallet_id": wallet_id,
+        "direction": "receive",
+        "metadata": metadata or {},
+        "data": {"payment_request": None, "amount_msats": amount_msats, "memo": description},
+    }
+    return Payment.from_api(raw)

@@ -1,0 +1,94 @@
+"""The per-process wiring: settings, Redis, the store, the Voltage client. Built once, lazily,
+in the process that uses it (after Celery forks), and replaceable in tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from watcher.engine.schedule import PollPolicy
+from watcher.engine.store import PaymentStore
+from watcher.keys import Keys
+from watcher.settings import ConfigError, Settings, get_settings
+from watcher.voltage.client import VoltageClient
+from watcher.voltage.retry import RetryPolicy
+
+
+def redis_from_settings(settings: Settings) -> redis.Redis:
+    if not settings.watcher_redis_url:
+        raise ConfigError(
+            "WATCHER_REDIS_URL is not set (single-machine mode sets it for its children; "
+            "otherwise point it at your Redis)"
+        )
+    return redis.Redis.from_url(
+        settings.watcher_redis_url,
+        decode_responses=True,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: redis.Redis
+    store: PaymentStore
+    policy: PollPolicy
+    clock: Callable[[], float] = time.time
+    _voltage: VoltageClient | None = field(default=None, repr=False)
+    _poll_voltage: VoltageClient | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        client = redis_from_settings(settings)
+        return cls(
+            settings=settings,
+            redis=client,
+            store=PaymentStore(client, Keys(settings.watcher_redis_prefix)),
+            policy=PollPolicy.from_settings(settings),
+        )
+
+    @property
+    def voltage(self) -> VoltageClient:
+        """For creates and adoptions: retries within the full budget."""
+        if self._voltage is None:
+            self._voltage = VoltageClient.from_settings(self.settings)
+        return self._voltage
+
+    @property
+    def poll_voltage(self) -> VoltageClient:
+        """For polls and sweeps: a short retry budget, because the schedule is the retry."""
+        if self._poll_voltage is None:
+            s = self.settings
+            self._poll_voltage = VoltageClient.from_settings(
+                s,
+                retry=RetryPolicy(
+                    budget=s.watcher_poll_retry_budget,
+                    base_delay=s.voltage_retry_base_delay,
+                    max_delay=s.voltage_retry_max_delay,
+                ),
+            )
+        return self._poll_voltage
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603 - one wiring per process, built on first use
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime.from_settings(get_settings())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime  # noqa: PLW0603
+    with _lock:
+        _runtime = runtime

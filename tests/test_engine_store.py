@@ -16,7 +16,7 @@ from watcher.engine.schedule import PollPolicy
 from watcher.engine.store import PaymentStore
 from watcher.engine.sweeper import sweep_recent_finals
 from watcher.keys import Keys
-from watcher.voltage.errors import VoltageNotFound, VoltageTransientError
+from watcher.voltage.errors import VoltageAuthError, VoltageNotFound, VoltageTransientError
 from watcher.voltage.models import Payment
 
 NOW = 1_800_000_000.0
@@ -183,6 +183,17 @@ def test_transient_errors_back_off_without_dropping(store: PaymentStore) -> None
     assert stored is not None
     assert stored.error_count == 4
     assert "503" in (stored.last_error or "")
+
+
+def test_credential_errors_are_counted_and_rechecked_slowly(store: PaymentStore) -> None:
+    record = adopt(store)
+    reader = FixedReader(VoltageAuthError("Voltage answered 401 wrong_credentials", status=401))
+    outcome = poll_payment(store, reader, POLICY, record.id, NOW)
+    assert outcome.outcome == "error"
+    assert store.counters()["voltage_errors:auth"] == 1
+    next_at = store.next_poll_at(record.id)
+    assert next_at is not None
+    assert next_at - NOW >= 60
 
 
 def test_retry_after_is_respected(store: PaymentStore) -> None:

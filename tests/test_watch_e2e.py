@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.conftest import SimControl, Stack
 from tests.support import wait_until
+from watcher.engine.poller import poll_payment
 from watcher.engine.watching import create_and_watch, watch_existing
 
 pytestmark = pytest.mark.timeout(180)
@@ -179,4 +181,30 @@ def test_worker_killed_mid_poll_loses_nothing(
         sim_control.clear_faults()
     assert json.loads(event["body"])["type"] == "payment.completed"
     let_ticks_pass(stack, 5)
+    assert len(events_for(stack, payment_id)) == 1
+
+
+def test_many_concurrent_real_polls_of_a_completed_payment_make_one_event(
+    make_stack: Callable[..., Stack], sim_control: SimControl
+) -> None:
+    """No Celery here: 16 threads poll the same settled payment through real Voltage reads."""
+    stack = make_stack()
+    rt = stack.runtime
+    payment_id = create_and_watch(rt, amount_msats=4_000).record.id
+    sim_control.settle(payment_id)
+    barrier = threading.Barrier(16)
+    outcomes: list[str] = []
+
+    def poll() -> None:
+        barrier.wait()
+        outcome = poll_payment(rt.store, rt.poll_voltage, rt.policy, payment_id, rt.clock())
+        outcomes.append(outcome.outcome)
+
+    threads = [threading.Thread(target=poll) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(outcomes) == 16
+    assert outcomes.count("final") == 1
     assert len(events_for(stack, payment_id)) == 1

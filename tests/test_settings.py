@@ -126,3 +126,30 @@ def test_config_command_masks_secrets(tmp_path: Path) -> None:
     )
     assert secret not in result.stdout
     assert '"voltage_api_key": "**********"' in result.stdout
+
+
+def test_env_example_documents_every_setting() -> None:
+    from watcher.settings import Settings
+
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    documented = {
+        line.split("=", 1)[0].strip()
+        for line in example.splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    expected = {name.upper() for name in Settings.model_fields}
+    assert expected - documented == set()
+    assert documented - expected == set()
+
+
+def test_env_example_as_dotenv_gives_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text((Path(__file__).parent.parent / ".env.example").read_text())
+    from_example = load_settings()
+    (tmp_path / ".env").unlink()
+    defaults = load_settings()
+    assert from_example.model_dump() == defaults.model_dump()
+    with pytest.raises(ConfigError, match="VOLTAGE_API_KEY"):
+        from_example.require_voltage()

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     watcher_dispatch_interval: float = Field(default=1.0, gt=0, le=60)
     watcher_dispatch_batch: int = Field(default=1000, ge=1, le=100_000)
     watcher_poll_chunk: int = Field(default=25, ge=1, le=1000)
-    watcher_sweep_interval: float = Field(default=3.0, ge=0, le=3600)
+    watcher_sweep_interval: float = Field(default=2.0, ge=0, le=3600)
     watcher_sweep_margin: float = Field(default=30.0, ge=0, le=3600)
     watcher_sweep_max_pages: int = Field(default=10, ge=1, le=1000)
 
@@ -113,6 +113,19 @@ class Settings(BaseSettings):
     watcher_log_level: str = Field(
         default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$"
     )
+
+    @field_validator(
+        "voltage_api_key",
+        "voltage_organization_id",
+        "voltage_environment_id",
+        "voltage_wallet_id",
+        "voltage_webhook_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`VOLTAGE_WALLET_ID=` in a .env means "not set", not "the empty id"."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("voltage_api_url")
     @classmethod

@@ -26,6 +26,7 @@ def dispatch_polls() -> int:
         rt.store,
         now=rt.clock(),
         lease=lease,
+        lookahead=s.watcher_dispatch_interval / 2,
         max_items=s.watcher_dispatch_batch,
         chunk_size=s.watcher_poll_chunk,
         send=send,

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print numbers, run as `python -m bench.<name>`."""

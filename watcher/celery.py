@@ -36,6 +36,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "schedule": tick,
             "options": {"queue": QUEUE_CONTROL, "expires": max(5.0, tick * 5)},
         },
+        "dispatch-deliveries": {
+            "task": "watcher.dispatch_deliveries",
+            "schedule": tick,
+            "options": {"queue": QUEUE_CONTROL, "expires": max(5.0, tick * 5)},
+        },
     }
     if settings.watcher_sweep_interval > 0:
         schedule["sweep-recent-finals"] = {
@@ -63,7 +68,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "watcher.dispatch_polls": {"queue": QUEUE_CONTROL},
             "watcher.sweep_recent_finals": {"queue": QUEUE_CONTROL},
+            "watcher.dispatch_deliveries": {"queue": QUEUE_CONTROL},
             "watcher.poll_payments": {"queue": QUEUE_POLL},
+            "watcher.deliver": {"queue": QUEUE_DELIVER},
         },
         "task_soft_time_limit": 300,
         "task_time_limit": 360,

@@ -42,6 +42,49 @@ class Keys:
         """Stream: one entry per detected transition; fan-out consumes it as a group."""
         return f"{self._base}:outbox"
 
+    # --- subscriptions and deliveries ----------------------------------------------------------
+    def subscription(self, subscription_id: str) -> str:
+        """Hash: url, event types, filters, enabled flag and reason, signing secrets."""
+        return f"{self._base}:sub:{subscription_id}"
+
+    @property
+    def subscriptions_index(self) -> str:
+        """Sorted set: every subscription id, scored by creation time."""
+        return f"{self._base}:subs"
+
+    def subscription_deliveries(self, subscription_id: str) -> str:
+        """Sorted set: a subscription's delivery ids, scored by creation time."""
+        return f"{self._base}:sub:{subscription_id}:deliveries"
+
+    def subscription_inflight(self, subscription_id: str) -> str:
+        """Sorted set: deliveries being attempted right now, scored by their lease's end."""
+        return f"{self._base}:sub:{subscription_id}:inflight"
+
+    def delivery(self, delivery_id: str) -> str:
+        """Hash: one (event, subscription) delivery: status, attempt count, next attempt."""
+        return f"{self._base}:delivery:{delivery_id}"
+
+    def delivery_attempts(self, delivery_id: str) -> str:
+        """List: JSON per attempt (time, status code, latency, truncated body, error)."""
+        return f"{self._base}:delivery:{delivery_id}:attempts"
+
+    @property
+    def deliveries_index(self) -> str:
+        """Sorted set: every delivery id, scored by creation time."""
+        return f"{self._base}:deliveries"
+
+    @property
+    def deliver_schedule(self) -> str:
+        """Sorted set: deliveries due for their first attempt (or a manual re-send)."""
+        return f"{self._base}:schedule:deliver"
+
+    @property
+    def retry_schedule(self) -> str:
+        """Sorted set: deliveries waiting for a retry, scored by when it is due."""
+        return f"{self._base}:schedule:retry"
+
+    OUTBOX_GROUP = "fanout"
+
     # --- housekeeping ---------------------------------------------------------------------------
     @property
     def sweep_state(self) -> str:

@@ -9,7 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+import requests
 
+from watcher.delivery.attempts import DeliveryPolicy
+from watcher.delivery.ssrf import guarded_session
+from watcher.delivery.store import DeliveryStore
+from watcher.delivery.subscriptions import SubscriptionStore
 from watcher.engine.schedule import PollPolicy
 from watcher.engine.store import PaymentStore
 from watcher.keys import Keys
@@ -39,19 +44,37 @@ class Runtime:
     redis: redis.Redis
     store: PaymentStore
     policy: PollPolicy
+    subscriptions: SubscriptionStore
+    deliveries: DeliveryStore
+    delivery_policy: DeliveryPolicy
     clock: Callable[[], float] = time.time
     _voltage: VoltageClient | None = field(default=None, repr=False)
     _poll_voltage: VoltageClient | None = field(default=None, repr=False)
+    _webhook_session: requests.Session | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         client = redis_from_settings(settings)
+        keys = Keys(settings.watcher_redis_prefix)
+        subscriptions = SubscriptionStore(
+            client, keys, allow_private=settings.watcher_webhook_allow_private
+        )
         return cls(
             settings=settings,
             redis=client,
-            store=PaymentStore(client, Keys(settings.watcher_redis_prefix)),
+            store=PaymentStore(client, keys),
             policy=PollPolicy.from_settings(settings),
+            subscriptions=subscriptions,
+            deliveries=DeliveryStore(client, keys, subscriptions),
+            delivery_policy=DeliveryPolicy.from_settings(settings),
         )
+
+    @property
+    def webhook_session(self) -> requests.Session:
+        """Posts to subscribers; refuses private addresses at connect time unless allowed."""
+        if self._webhook_session is None:
+            self._webhook_session = guarded_session(self.settings.watcher_webhook_allow_private)
+        return self._webhook_session
 
     @property
     def voltage(self) -> VoltageClient:

@@ -108,6 +108,14 @@ class Settings(BaseSettings):
         ]
     )
 
+    watcher_webhook_connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    watcher_webhook_timeout: float = Field(default=15.0, gt=0, le=120)
+    watcher_webhook_max_in_flight: int = Field(default=4, ge=1, le=1000)
+    watcher_webhook_retry_after_max: float = Field(default=3600.0, ge=0, le=86400)
+    watcher_webhook_secret_overlap: float = Field(default=86400.0, ge=0, le=30 * 86400)
+    watcher_webhook_disable_after: float = Field(default=5 * 86400.0, gt=0, le=365 * 86400)
+    watcher_delivery_lease: float = Field(default=120.0, gt=0, le=3600)
+
     # --- Logging ---------------------------------------------------------------------------
     watcher_log_format: LogFormat = LogFormat.AUTO
     watcher_log_level: str = Field(
@@ -197,6 +205,16 @@ class Settings(BaseSettings):
         if any(interval <= 0 for _, interval in value):
             raise ValueError("intervals must be positive seconds")
         return value
+
+    @model_validator(mode="after")
+    def _check_delivery_lease(self) -> Settings:
+        longest = self.watcher_webhook_connect_timeout + self.watcher_webhook_timeout
+        if self.watcher_delivery_lease <= longest:
+            raise ValueError(
+                "WATCHER_DELIVERY_LEASE must exceed WATCHER_WEBHOOK_CONNECT_TIMEOUT + "
+                f"WATCHER_WEBHOOK_TIMEOUT ({longest:g} s), or slow attempts run twice"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_delays(self) -> Settings:

@@ -1,15 +1,26 @@
-"""Thin Celery tasks: each only wires the runtime to a plain function in watcher.engine."""
+"""Thin Celery tasks: each only wires the runtime to a plain function."""
 
 from __future__ import annotations
 
-from watcher.celery import QUEUE_POLL, app
+import os
+import socket
+
+from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
+from watcher.delivery.attempts import attempt_delivery
 from watcher.engine.dispatcher import dispatch_due_polls
 from watcher.engine.poller import poll_payment
 from watcher.engine.sweeper import sweep_recent_finals
 from watcher.logging import bind, get_logger, unbind
-from watcher.runtime import get_runtime
+from watcher.runtime import Runtime, get_runtime
 
 log = get_logger(__name__)
+
+# An outbox entry a fan-out claimed but did not acknowledge for this long is taken over.
+FAN_OUT_REPAIR_IDLE_MS = 30_000
+
+
+def _consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 @app.task(name="watcher.dispatch_polls", ignore_result=True)
@@ -37,18 +48,67 @@ def dispatch_polls() -> int:
 def poll_payments(payment_ids: list[str]) -> int:
     """Poll a chunk of payments; one failing payment never stops the others."""
     rt = get_runtime()
-    done = 0
+    done = final = 0
     for payment_id in payment_ids:
         bind(payment_id=payment_id)
         try:
-            poll_payment(rt.store, rt.poll_voltage, rt.policy, payment_id, rt.clock())
+            outcome = poll_payment(rt.store, rt.poll_voltage, rt.policy, payment_id, rt.clock())
             done += 1
+            final += outcome.outcome == "final"
         except Exception:
             # Redis down or a bug: the lease brings the payment back; log and go on.
             log.exception("poll crashed", payment_id=payment_id)
         finally:
             unbind("payment_id")
+    if final:
+        # Announce at once rather than at the next tick: fan out and send what is due.
+        fan_out_and_dispatch(rt)
     return done
+
+
+def fan_out_and_dispatch(rt: Runtime) -> int:
+    now = rt.clock()
+    rt.deliveries.fan_out_new(_consumer(), now)
+    return dispatch_due_deliveries_now(rt)
+
+
+def dispatch_due_deliveries_now(rt: Runtime) -> int:
+    """Claim due first attempts and retries (leases) and send them to their own queues."""
+    now = rt.clock()
+    lease = rt.delivery_policy.lease
+    sent = 0
+    keys = rt.deliveries.keys
+    for schedule, queue in (
+        (keys.deliver_schedule, QUEUE_DELIVER),
+        (keys.retry_schedule, QUEUE_RETRY),
+    ):
+        for delivery_id in rt.deliveries.claim_due(
+            schedule, now, lease, rt.settings.watcher_dispatch_batch
+        ):
+            deliver.apply_async((delivery_id,), queue=queue, expires=lease)
+            sent += 1
+    return sent
+
+
+@app.task(name="watcher.dispatch_deliveries", ignore_result=True)
+def dispatch_deliveries() -> int:
+    """The tick's delivery half: fan out anything new, repair interrupted fan-outs, send."""
+    rt = get_runtime()
+    now = rt.clock()
+    rt.deliveries.repair_fan_out(_consumer(), now, FAN_OUT_REPAIR_IDLE_MS)
+    return fan_out_and_dispatch(rt)
+
+
+@app.task(name="watcher.deliver", ignore_result=True)
+def deliver(delivery_id: str) -> str:
+    rt = get_runtime()
+    bind(delivery_id=delivery_id)
+    try:
+        return attempt_delivery(
+            rt.deliveries, rt.webhook_session, rt.delivery_policy, delivery_id, rt.clock()
+        )
+    finally:
+        unbind("delivery_id")
 
 
 @app.task(name="watcher.sweep_recent_finals", ignore_result=True)

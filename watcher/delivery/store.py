@@ -1,0 +1,445 @@
+"""Deliveries in Redis: fan-out from the outbox, leased claims, attempts, re-sends.
+
+One delivery exists per (event, subscription): its id is derived from both, so a fan-out
+repeated after a crash finds the delivery it already made instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from watcher.delivery.subscriptions import TEST_EVENT_TYPE, SubscriptionStore
+from watcher.engine.records import iso_timestamp, new_event_id
+from watcher.engine.scripts import CLAIM_DUE
+from watcher.keys import Keys
+
+PENDING = "pending"
+SUCCEEDED = "succeeded"
+FAILED = "failed"  # failed at least once, another attempt is scheduled
+DEAD = "dead"  # out of attempts (or the subscription is gone): waits for a manual re-send
+FINISHED = frozenset({SUCCEEDED, DEAD})
+
+# Create the delivery unless it exists, index it and make it due, in one step.
+# KEYS[1] delivery hash, [2] deliveries index, [3] subscription's deliveries, [4] schedule
+# ARGV[1] delivery id, [2] now, [3..] field/value pairs
+_CREATE_DELIVERY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+return 1
+"""
+
+# Take a slot among a subscription's concurrent deliveries (slots are leases too).
+# KEYS[1] in-flight zset; ARGV[1] now, [2] lease end, [3] cap, [4] delivery id
+_ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+return 1
+"""
+
+
+def delivery_id_for(event_id: str, subscription_id: str) -> str:
+    digest = hashlib.sha256(f"{event_id}\x00{subscription_id}".encode()).hexdigest()
+    return f"dlv_{digest[:24]}"
+
+
+@dataclass
+class Delivery:
+    id: str
+    event_id: str
+    event_type: str
+    subscription_id: str
+    payment_id: str | None
+    outbox_entry: str
+    status: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    next_attempt_at: float | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    succeeded_at: float | None = None
+    attempts_before_resend: int = 0
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Delivery:
+        def opt_float(name: str) -> float | None:
+            return float(data[name]) if data.get(name) else None
+
+        return cls(
+            id=data["id"],
+            event_id=data["event_id"],
+            event_type=data["event_type"],
+            subscription_id=data["subscription_id"],
+            payment_id=data.get("payment_id") or None,
+            outbox_entry=data["outbox_entry"],
+            status=data["status"],
+            attempts=int(data.get("attempts", "0")),
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+            next_attempt_at=opt_float("next_attempt_at"),
+            last_status_code=int(data["last_status_code"])
+            if data.get("last_status_code")
+            else None,
+            last_error=data.get("last_error") or None,
+            succeeded_at=opt_float("succeeded_at"),
+            attempts_before_resend=int(data.get("attempts_before_resend") or 0),
+        )
+
+    def to_public(self) -> dict[str, Any]:
+        def ts(value: float | None) -> str | None:
+            return iso_timestamp(value) if value is not None else None
+
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "subscription_id": self.subscription_id,
+            "payment_id": self.payment_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "created_at": ts(self.created_at),
+            "updated_at": ts(self.updated_at),
+            "next_attempt_at": ts(self.next_attempt_at),
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "succeeded_at": ts(self.succeeded_at),
+            "attempt_log": self.attempt_log,
+        }
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    entry_id: str
+    event_id: str
+    event_type: str
+    payment_id: str | None
+    body: str
+    target: str | None  # a test event goes to one subscription only
+
+    @property
+    def created_at(self) -> float:
+        return int(self.entry_id.split("-")[0]) / 1000
+
+    @classmethod
+    def from_entry(cls, entry_id: str, fields: dict[str, str]) -> OutboxEvent:
+        return cls(
+            entry_id=entry_id,
+            event_id=fields["event_id"],
+            event_type=fields["type"],
+            payment_id=fields.get("payment_id") or None,
+            body=fields["body"],
+            target=fields.get("target") or None,
+        )
+
+
+class DeliveryStore:
+    def __init__(self, client: redis.Redis, keys: Keys, subscriptions: SubscriptionStore) -> None:
+        self.redis = client
+        self.keys = keys
+        self.subscriptions = subscriptions
+        self._create = client.register_script(_CREATE_DELIVERY)
+        self._claim = client.register_script(CLAIM_DUE)
+        self._acquire = client.register_script(_ACQUIRE_SLOT)
+
+    # --- events ---------------------------------------------------------------------------
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(
+                self.keys.outbox, self.keys.OUTBOX_GROUP, id="0", mkstream=True
+            )
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def event(self, entry_id: str) -> OutboxEvent | None:
+        entries = cast(
+            list[tuple[str, dict[str, str]]],
+            self.redis.xrange(self.keys.outbox, min=entry_id, max=entry_id, count=1),
+        )
+        return OutboxEvent.from_entry(*entries[0]) if entries else None
+
+    def add_test_event(self, subscription_id: str, now: float | None = None) -> OutboxEvent:
+        """A `webhook.test` event for one subscription, delivered like any other."""
+        at = time.time() if now is None else now
+        event_id = new_event_id()
+        body = json.dumps(
+            {
+                "type": TEST_EVENT_TYPE,
+                "timestamp": iso_timestamp(at),
+                "data": {"subscription_id": subscription_id, "message": "voltage-watcher test"},
+            },
+            separators=(",", ":"),
+        )
+        entry = cast(
+            str,
+            self.redis.xadd(
+                self.keys.outbox,
+                {
+                    "event_id": event_id,
+                    "type": TEST_EVENT_TYPE,
+                    "payment_id": "",
+                    "body": body,
+                    "target": subscription_id,
+                },
+            ),
+        )
+        return OutboxEvent(entry, event_id, TEST_EVENT_TYPE, None, body, subscription_id)
+
+    # --- fan-out --------------------------------------------------------------------------
+    def fan_out(self, event: OutboxEvent, now: float) -> list[str]:
+        """One delivery per matching enabled subscription; repeating it creates nothing new."""
+        payment = json.loads(event.body).get("data", {}).get("payment")
+        created = []
+        for sub in self.subscriptions.all_enabled():
+            if event.target is not None and sub.id != event.target:
+                continue
+            if event.target is None and not sub.matches(event.event_type, payment):
+                continue
+            delivery_id = delivery_id_for(event.event_id, sub.id)
+            fields = {
+                "id": delivery_id,
+                "event_id": event.event_id,
+                "event_type": event.event_type,
+                "subscription_id": sub.id,
+                "payment_id": event.payment_id or "",
+                "outbox_entry": event.entry_id,
+                "status": PENDING,
+                "attempts": "0",
+                "created_at": repr(now),
+                "updated_at": repr(now),
+                "next_attempt_at": repr(now),
+            }
+            args: list[str] = [delivery_id, repr(now)]
+            for key, value in fields.items():
+                args.extend((key, value))
+            if self._create(
+                keys=[
+                    self.keys.delivery(delivery_id),
+                    self.keys.deliveries_index,
+                    self.keys.subscription_deliveries(sub.id),
+                    self.keys.deliver_schedule,
+                ],
+                args=args,
+            ):
+                created.append(delivery_id)
+        return created
+
+    def fan_out_new(self, consumer: str, now: float, count: int = 100) -> int:
+        """Read new outbox entries as the fan-out group; acknowledge each only after its
+        deliveries are stored, so a crash in between leaves it pending for the repair."""
+        self.ensure_group()
+        answer = cast(
+            list[tuple[str, list[tuple[str, dict[str, str]]]]],
+            self.redis.xreadgroup(
+                self.keys.OUTBOX_GROUP, consumer, {self.keys.outbox: ">"}, count=count
+            ),
+        )
+        return self._fan_out_entries(answer[0][1] if answer else [], now)
+
+    def repair_fan_out(self, consumer: str, now: float, min_idle_ms: int, count: int = 100) -> int:
+        """Take over entries another fan-out claimed but never acknowledged (it crashed)."""
+        self.ensure_group()
+        result: Any = self.redis.xautoclaim(
+            self.keys.outbox,
+            self.keys.OUTBOX_GROUP,
+            consumer,
+            min_idle_time=min_idle_ms,
+            start_id="0-0",
+            count=count,
+        )
+        entries = [e for e in result[1] if e and e[1] is not None]
+        return self._fan_out_entries(entries, now)
+
+    def _fan_out_entries(self, entries: list[tuple[str, dict[str, str]]], now: float) -> int:
+        made = 0
+        for entry_id, fields in entries:
+            made += len(self.fan_out(OutboxEvent.from_entry(entry_id, fields), now))
+            self.redis.xack(self.keys.outbox, self.keys.OUTBOX_GROUP, entry_id)
+        return made
+
+    def unacknowledged(self) -> int:
+        self.ensure_group()
+        info: Any = self.redis.xpending(self.keys.outbox, self.keys.OUTBOX_GROUP)
+        return int(info.get("pending", 0))
+
+    # --- claims and slots ---------------------------------------------------------------------
+    def claim_due(self, schedule: str, now: float, lease: float, limit: int) -> list[str]:
+        return cast(
+            list[str], self._claim(keys=[schedule], args=[repr(now), repr(now + lease), limit])
+        )
+
+    def acquire_slot(
+        self, subscription_id: str, delivery_id: str, now: float, lease: float, cap: int
+    ) -> bool:
+        return bool(
+            self._acquire(
+                keys=[self.keys.subscription_inflight(subscription_id)],
+                args=[repr(now), repr(now + lease), cap, delivery_id],
+            )
+        )
+
+    def release_slot(self, subscription_id: str, delivery_id: str) -> None:
+        self.redis.zrem(self.keys.subscription_inflight(subscription_id), delivery_id)
+
+    # --- reading --------------------------------------------------------------------------------
+    def get(self, delivery_id: str, *, with_attempts: bool = False) -> Delivery | None:
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.delivery(delivery_id)))
+        if not data:
+            return None
+        delivery = Delivery.from_hash(data)
+        if with_attempts:
+            delivery.attempt_log = [
+                json.loads(item)
+                for item in cast(
+                    list[str], self.redis.lrange(self.keys.delivery_attempts(delivery_id), 0, -1)
+                )
+            ]
+        return delivery
+
+    def list_ids(
+        self,
+        *,
+        subscription_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        newest_first: bool = True,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[str]:
+        key = (
+            self.keys.subscription_deliveries(subscription_id)
+            if subscription_id
+            else self.keys.deliveries_index
+        )
+        low = "-inf" if since is None else repr(since)
+        high = "+inf" if until is None else repr(until)
+        if newest_first:
+            return cast(
+                list[str],
+                self.redis.zrevrangebyscore(key, high, low, start=offset, num=limit),
+            )
+        return cast(list[str], self.redis.zrangebyscore(key, low, high, start=offset, num=limit))
+
+    # --- outcomes -------------------------------------------------------------------------------
+    def record_attempt(
+        self,
+        delivery: Delivery,
+        attempt: dict[str, Any],
+        *,
+        status: str,
+        now: float,
+        next_attempt_at: float | None,
+    ) -> None:
+        """Log the attempt and move the delivery to its next state, in one transaction."""
+        key = self.keys.delivery(delivery.id)
+        updates: dict[str, str] = {
+            "status": status,
+            "attempts": str(delivery.attempts + 1),
+            "updated_at": repr(now),
+            "last_status_code": str(attempt.get("status_code") or ""),
+            "last_error": attempt.get("error") or "",
+            "next_attempt_at": repr(next_attempt_at) if next_attempt_at is not None else "",
+        }
+        if status == SUCCEEDED:
+            updates["succeeded_at"] = repr(now)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping=cast(Any, updates))
+        pipe.rpush(self.keys.delivery_attempts(delivery.id), json.dumps(attempt))
+        pipe.zrem(self.keys.deliver_schedule, delivery.id)
+        pipe.zrem(self.keys.retry_schedule, delivery.id)
+        if next_attempt_at is not None:
+            pipe.zadd(self.keys.retry_schedule, {delivery.id: next_attempt_at})
+        pipe.hincrby(self.keys.counters, f"deliveries:{status}", 1)
+        pipe.execute()
+
+    def finish_without_attempt(self, delivery: Delivery, *, reason: str, now: float) -> None:
+        """Dead-letter a delivery that cannot be attempted (its subscription is gone)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.delivery(delivery.id),
+            mapping={
+                "status": DEAD,
+                "last_error": reason,
+                "updated_at": repr(now),
+                "next_attempt_at": "",
+            },
+        )
+        pipe.zrem(self.keys.deliver_schedule, delivery.id)
+        pipe.zrem(self.keys.retry_schedule, delivery.id)
+        pipe.hincrby(self.keys.counters, "deliveries:dead", 1)
+        pipe.execute()
+
+    def postpone(self, delivery: Delivery, schedule: str, at: float) -> None:
+        """Try again later without counting an attempt (no free slot for this subscriber)."""
+        self.redis.zadd(schedule, {delivery.id: at}, xx=True)
+
+    def redeliver(self, delivery_id: str, now: float) -> Delivery | None:
+        """A manual re-send: due now on the first-attempt queue, same event, same webhook-id."""
+        delivery = self.get(delivery_id)
+        if delivery is None:
+            return None
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.delivery(delivery_id),
+            mapping={
+                "status": PENDING,
+                "updated_at": repr(now),
+                "next_attempt_at": repr(now),
+                "attempts_before_resend": str(delivery.attempts),
+            },
+        )
+        pipe.zrem(self.keys.retry_schedule, delivery_id)
+        pipe.zadd(self.keys.deliver_schedule, {delivery_id: now})
+        pipe.execute()
+        return self.get(delivery_id)
+
+    def recover(
+        self,
+        subscription_id: str,
+        *,
+        since: float,
+        until: float,
+        now: float,
+        resend: Callable[[str, float], Delivery | None] | None = None,
+    ) -> list[str]:
+        """Re-send every failed or dead delivery of a subscription created in [since, until]."""
+        chosen = []
+        offset = 0
+        while True:
+            ids = self.list_ids(
+                subscription_id=subscription_id,
+                since=since,
+                until=until,
+                newest_first=False,
+                offset=offset,
+                limit=500,
+            )
+            if not ids:
+                break
+            offset += len(ids)
+            for delivery_id in ids:
+                delivery = self.get(delivery_id)
+                if delivery is not None and delivery.status in (FAILED, DEAD):
+                    (resend or self.redeliver)(delivery_id, now)
+                    chosen.append(delivery_id)
+        return chosen

@@ -1,0 +1,320 @@
+"""Subscriptions: where to deliver which events, and the secrets that sign them.
+
+Secrets are stored (they must be, to sign) but only ever returned by `create` and
+`rotate_secret`; every other read hands out a `Subscription` without them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from watcher.delivery.signing import generate_secret
+from watcher.delivery.ssrf import UnsafeURLError, check_url
+from watcher.keys import Keys
+
+PAYMENT_EVENT_TYPES = ("payment.completed", "payment.failed", "payment.expired")
+TEST_EVENT_TYPE = "webhook.test"
+MAX_DESCRIPTION = 500
+MAX_METADATA_FILTERS = 20
+
+
+class InvalidSubscription(ValueError):
+    """Bad input for a subscription; `field` names what is wrong. Nothing was changed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class SubscriptionNotFound(KeyError):
+    """No subscription with that id."""
+
+
+@dataclass(frozen=True)
+class SigningSecret:
+    secret: str
+    created_at: float
+    expires_at: float | None = None  # set on the old secret when a rotation begins
+
+
+@dataclass
+class Subscription:
+    id: str
+    url: str
+    event_types: list[str]
+    wallet_id: str | None
+    metadata_filter: dict[str, str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None
+    created_at: float
+    updated_at: float
+    secrets: list[SigningSecret] = field(default_factory=list, repr=False)
+
+    def active_secrets(self, now: float) -> list[str]:
+        """Newest first; an old secret keeps signing until its overlap window ends."""
+        live = [s for s in self.secrets if s.expires_at is None or s.expires_at > now]
+        return [s.secret for s in sorted(live, key=lambda s: s.created_at, reverse=True)]
+
+    def matches(self, event_type: str, payment: Mapping[str, Any] | None) -> bool:
+        """Does an event of this type about this Voltage payment go to this subscriber?"""
+        if event_type != TEST_EVENT_TYPE and event_type not in self.event_types:
+            return False
+        if payment is None:
+            return not (self.wallet_id or self.metadata_filter)
+        if self.wallet_id and payment.get("wallet_id") != self.wallet_id:
+            return False
+        metadata = payment.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            return not self.metadata_filter
+        return all(str(metadata.get(k)) == v for k, v in self.metadata_filter.items())
+
+    def to_public(self) -> dict[str, Any]:
+        """What the API shows: everything but the secrets."""
+        from watcher.engine.records import iso_timestamp
+
+        return {
+            "id": self.id,
+            "url": self.url,
+            "event_types": self.event_types,
+            "filters": {"wallet_id": self.wallet_id, "metadata": self.metadata_filter},
+            "description": self.description,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "created_at": iso_timestamp(self.created_at),
+            "updated_at": iso_timestamp(self.updated_at),
+        }
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Subscription:
+        filters = json.loads(data.get("filters") or "{}")
+        return cls(
+            id=data["id"],
+            url=data["url"],
+            event_types=json.loads(data["event_types"]),
+            wallet_id=filters.get("wallet_id"),
+            metadata_filter=filters.get("metadata") or {},
+            description=data.get("description") or None,
+            enabled=data.get("enabled") == "1",
+            disabled_reason=data.get("disabled_reason") or None,
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+            secrets=[SigningSecret(**s) for s in json.loads(data.get("secrets") or "[]")],
+        )
+
+
+def _check_event_types(event_types: Iterable[str] | None) -> list[str]:
+    if event_types is None:
+        return list(PAYMENT_EVENT_TYPES)
+    chosen = list(dict.fromkeys(event_types))
+    if not chosen:
+        raise InvalidSubscription("event_types", "choose at least one event type")
+    unknown = [t for t in chosen if t not in PAYMENT_EVENT_TYPES]
+    if unknown:
+        raise InvalidSubscription(
+            "event_types",
+            f"unknown event type(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of {', '.join(PAYMENT_EVENT_TYPES)}",
+        )
+    return chosen
+
+
+def _check_url(url: str, allow_private: bool) -> str:
+    try:
+        check_url(url, allow_private=allow_private)
+    except UnsafeURLError as exc:
+        raise InvalidSubscription("url", str(exc)) from None
+    return url
+
+
+def _check_metadata_filter(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    if not metadata:
+        return {}
+    if len(metadata) > MAX_METADATA_FILTERS:
+        raise InvalidSubscription(
+            "filters.metadata", f"at most {MAX_METADATA_FILTERS} key/value pairs"
+        )
+    checked = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise InvalidSubscription("filters.metadata", "keys and values must be strings")
+        if len(key) > 256 or len(value) > 256:
+            raise InvalidSubscription("filters.metadata", "keys and values up to 256 characters")
+        checked[key] = value
+    return checked
+
+
+def _check_description(description: str | None) -> str | None:
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        raise InvalidSubscription("description", f"at most {MAX_DESCRIPTION} characters")
+    return description
+
+
+class SubscriptionStore:
+    def __init__(self, client: redis.Redis, keys: Keys, *, allow_private: bool) -> None:
+        self.redis = client
+        self.keys = keys
+        self.allow_private = allow_private
+
+    def _save(self, sub: Subscription) -> None:
+        fields = {
+            "id": sub.id,
+            "url": sub.url,
+            "event_types": json.dumps(sub.event_types),
+            "filters": json.dumps({"wallet_id": sub.wallet_id, "metadata": sub.metadata_filter}),
+            "description": sub.description or "",
+            "enabled": "1" if sub.enabled else "0",
+            "disabled_reason": sub.disabled_reason or "",
+            "created_at": repr(sub.created_at),
+            "updated_at": repr(sub.updated_at),
+            "secrets": json.dumps([s.__dict__ for s in sub.secrets]),
+        }
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.subscription(sub.id), mapping=cast(Any, fields))
+        pipe.zadd(self.keys.subscriptions_index, {sub.id: sub.created_at})
+        pipe.execute()
+
+    def create(
+        self,
+        *,
+        url: str,
+        event_types: Iterable[str] | None = None,
+        wallet_id: str | None = None,
+        metadata_filter: Mapping[str, str] | None = None,
+        description: str | None = None,
+        enabled: bool = True,
+        now: float | None = None,
+    ) -> tuple[Subscription, str]:
+        """Validate everything first, then store; returns the subscription and its secret."""
+        at = time.time() if now is None else now
+        sub = Subscription(
+            id=f"sub_{secrets.token_hex(12)}",
+            url=_check_url(url, self.allow_private),
+            event_types=_check_event_types(event_types),
+            wallet_id=wallet_id or None,
+            metadata_filter=_check_metadata_filter(metadata_filter),
+            description=_check_description(description),
+            enabled=enabled,
+            disabled_reason=None,
+            created_at=at,
+            updated_at=at,
+        )
+        secret = generate_secret()
+        sub.secrets = [SigningSecret(secret=secret, created_at=at)]
+        self._save(sub)
+        return sub, secret
+
+    def get(self, subscription_id: str) -> Subscription:
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.subscription(subscription_id)))
+        if not data:
+            raise SubscriptionNotFound(subscription_id)
+        return Subscription.from_hash(data)
+
+    def page(self, *, offset: int = 0, limit: int = 100) -> list[Subscription]:
+        ids = cast(
+            list[str],
+            self.redis.zrange(self.keys.subscriptions_index, offset, offset + limit - 1),
+        )
+        found = []
+        for sub_id in ids:
+            try:
+                found.append(self.get(sub_id))
+            except SubscriptionNotFound:
+                continue
+        return found
+
+    def all_enabled(self) -> list[Subscription]:
+        """Every enabled subscription (fan-out reads these for each event)."""
+        ids = cast(list[str], self.redis.zrange(self.keys.subscriptions_index, 0, -1))
+        subs = []
+        for sub_id in ids:
+            try:
+                sub = self.get(sub_id)
+            except SubscriptionNotFound:
+                continue
+            if sub.enabled:
+                subs.append(sub)
+        return subs
+
+    def update(
+        self,
+        subscription_id: str,
+        *,
+        url: str | None = None,
+        event_types: Iterable[str] | None = None,
+        wallet_id: str | None = None,
+        metadata_filter: Mapping[str, str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+        now: float | None = None,
+    ) -> Subscription:
+        """Change only what is given; all of it is validated before anything is written."""
+        sub = self.get(subscription_id)
+        if url is not None:
+            sub.url = _check_url(url, self.allow_private)
+        if event_types is not None:
+            sub.event_types = _check_event_types(event_types)
+        if wallet_id is not None:
+            sub.wallet_id = wallet_id or None
+        if metadata_filter is not None:
+            sub.metadata_filter = _check_metadata_filter(metadata_filter)
+        if description is not None:
+            sub.description = _check_description(description) or None
+        if enabled is not None:
+            sub.enabled = enabled
+            sub.disabled_reason = None if enabled else "disabled by an operator"
+        sub.updated_at = time.time() if now is None else now
+        self._save(sub)
+        if enabled:
+            self.note_success(sub.id)
+        return sub
+
+    def disable(self, subscription_id: str, reason: str, now: float | None = None) -> Subscription:
+        sub = self.get(subscription_id)
+        sub.enabled = False
+        sub.disabled_reason = reason
+        sub.updated_at = time.time() if now is None else now
+        self._save(sub)
+        return sub
+
+    def note_failure(self, subscription_id: str, now: float) -> float:
+        """Remember when this subscriber started failing (kept until a success)."""
+        key = self.keys.subscription(subscription_id)
+        self.redis.hsetnx(key, "failing_since", repr(now))
+        since = cast(str | None, self.redis.hget(key, "failing_since"))
+        return float(since) if since else now
+
+    def note_success(self, subscription_id: str) -> None:
+        self.redis.hdel(self.keys.subscription(subscription_id), "failing_since")
+
+    def delete(self, subscription_id: str) -> None:
+        self.get(subscription_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.subscription(subscription_id))
+        pipe.zrem(self.keys.subscriptions_index, subscription_id)
+        pipe.execute()
+
+    def rotate_secret(
+        self, subscription_id: str, *, overlap: float, now: float | None = None
+    ) -> tuple[Subscription, str]:
+        """A new secret signs from now on; the previous ones keep signing for `overlap`
+        seconds so receivers can switch without rejecting a single delivery."""
+        at = time.time() if now is None else now
+        sub = self.get(subscription_id)
+        kept = [
+            SigningSecret(s.secret, s.created_at, min(s.expires_at or at + overlap, at + overlap))
+            for s in sub.secrets
+            if s.expires_at is None or s.expires_at > at
+        ]
+        secret = generate_secret()
+        sub.secrets = [SigningSecret(secret=secret, created_at=at), *kept]
+        sub.updated_at = at
+        self._save(sub)
+        return sub, secret

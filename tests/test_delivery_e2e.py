@@ -4,8 +4,12 @@ loopback receive signed webhooks that the official standardwebhooks library veri
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,3 +211,39 @@ def test_worker_killed_mid_delivery_still_delivers(
     assert len(receiver.received) == 2
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
     Webhook(secret).verify(receiver.received[-1].body, receiver.received[-1].headers)
+
+
+def test_the_readme_receiver_example_verifies_and_dedupes(
+    make_stack: Callable[..., Stack], sim_control: SimControl
+) -> None:
+    """examples/receiver.py, as the README shows it, run as its own process."""
+    stack = running_stack(make_stack)
+    rt = stack.runtime
+    port = free_port()
+    sub, secret = rt.subscriptions.create(url=f"http://127.0.0.1:{port}/hook")
+    example = Path(__file__).parent.parent / "examples" / "receiver.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(example), str(port)],
+        env={**os.environ, "WEBHOOK_SECRET": secret},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        payment = create_and_watch(rt, amount_msats=5_000, metadata={"order": "A-17"})
+        sim_control.settle(payment.record.id)
+        delivered = wait_until(
+            lambda: (d := deliveries_of(stack, sub.id)) and d[0].status == SUCCEEDED and d[0],
+            timeout=30,
+            message="the example receiver to accept the webhook",
+        )
+        assert delivered.attempt_log[-1]["status_code"] == 204
+        rt.deliveries.redeliver(delivered.id, time.time())  # a duplicate: printed once only
+        wait_until(
+            lambda: (d := rt.deliveries.get(delivered.id)) is not None and d.attempts == 2,
+            timeout=30,
+            message="the re-send",
+        )
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert output.splitlines() == [f"PAID {payment.record.id} {{'order': 'A-17'}}"]

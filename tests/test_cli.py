@@ -149,3 +149,55 @@ def test_create_without_credentials_names_the_settings(make_stack: Callable[...,
     )
     assert result.returncode == 2
     assert "VOLTAGE_WALLET_ID" in result.stderr
+
+
+def test_operator_commands_for_subscriptions_and_deliveries(
+    make_stack: Callable[..., Stack],
+) -> None:
+    from tests.receiver import Receiver
+
+    stack = make_stack(WATCHER_WEBHOOK_ALLOW_PRIVATE="true")
+    with Receiver() as receiver:
+        bad = run_cli(stack, "subscriptions", "add", "ftp://example.com/x")
+        assert bad.returncode == 1
+        assert "url:" in bad.stderr
+
+        added = run_cli(stack, "subscriptions", "add", receiver.url(), "--json")
+        assert added.returncode == 0, added.stderr
+        sub = json.loads(added.stdout)
+        assert sub["secret"].startswith("whsec_")
+
+        listed = run_cli(stack, "subscriptions", "list")
+        assert sub["id"] in listed.stdout
+        assert sub["secret"] not in listed.stdout
+
+        rotated = run_cli(stack, "subscriptions", "rotate", sub["id"])
+        assert "whsec_" in rotated.stdout
+
+        stack.start_worker()
+        stack.start_beat()
+        assert run_cli(stack, "subscriptions", "test", sub["id"]).returncode == 0
+        wait_until(lambda: receiver.received, timeout=30, message="the test webhook")
+        assert json.loads(receiver.received[0].body)["type"] == "webhook.test"
+        assert len(receiver.received[0].headers["webhook-signature"].split()) == 2
+
+        def one_succeeded() -> list[dict[str, object]] | None:
+            rows = json.loads(run_cli(stack, "deliveries", "list", "--json").stdout)
+            return rows if rows and rows[0]["status"] == "succeeded" else None
+
+        rows = wait_until(one_succeeded, timeout=30, interval=0.3, message="delivery succeeded")
+        delivery_id = str(rows[0]["id"])
+        shown = json.loads(run_cli(stack, "deliveries", "show", delivery_id).stdout)
+        assert shown["attempt_log"][0]["status_code"] == 200
+
+        assert run_cli(stack, "deliveries", "redeliver", delivery_id).returncode == 0
+        wait_until(lambda: len(receiver.received) == 2, timeout=30, message="the re-send")
+        ids = {r.headers["webhook-id"] for r in receiver.received}
+        assert len(ids) == 1
+
+        assert "disabled" in run_cli(stack, "subscriptions", "disable", sub["id"]).stdout
+        assert "enabled" in run_cli(stack, "subscriptions", "enable", sub["id"]).stdout
+        assert run_cli(stack, "subscriptions", "delete", sub["id"]).returncode == 0
+        gone = run_cli(stack, "subscriptions", "show", sub["id"])
+        assert gone.returncode == 1
+        assert "no subscription" in gone.stderr

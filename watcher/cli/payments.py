@@ -1,0 +1,99 @@
+"""Commands about payments: create, watch, status."""
+
+from __future__ import annotations
+
+import click
+
+from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
+from watcher.engine.records import iso_timestamp
+from watcher.engine.watching import create_and_watch, watch_existing
+from watcher.voltage.errors import VoltageError, VoltageNotFound
+
+
+@click.command("create")
+@click.option(
+    "--amount-msats",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Amount in millisatoshis; omit for an any-amount invoice.",
+)
+@click.option("--description", default=None, help="Invoice description (memo).")
+@click.option(
+    "--expiration",
+    type=click.IntRange(1, 86400),
+    default=None,
+    help="Seconds until the invoice expires (Voltage default 3600).",
+)
+@click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
+@click.option("--client-id", default=None, help="Makes the create idempotent.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+def create(
+    amount_msats: int | None,
+    description: str | None,
+    expiration: int | None,
+    metadata: tuple[str, ...],
+    client_id: str | None,
+    as_json: bool,
+) -> None:
+    """Create a receive on Voltage and watch it; prints the id and the BOLT11 invoice."""
+    rt = runtime_or_exit(need_voltage=True)
+    try:
+        result = create_and_watch(
+            rt,
+            amount_msats=amount_msats,
+            description=description,
+            expiration=expiration,
+            metadata=parse_pairs(metadata, "--metadata"),
+            client_id=client_id,
+        )
+    except (VoltageError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(result.record.to_public())
+        return
+    click.echo(f"id:      {result.record.id}")
+    click.echo(f"status:  {result.record.status}")
+    click.echo(f"invoice: {result.record.payment_request or '(not ready yet; being watched)'}")
+
+
+@click.command("watch")
+@click.argument("payment_id")
+def watch(payment_id: str) -> None:
+    """Watch a payment created elsewhere (by its Voltage id)."""
+    rt = runtime_or_exit(need_voltage=True)
+    try:
+        result = watch_existing(rt, payment_id)
+    except VoltageNotFound:
+        fail(f"Voltage has no payment {payment_id!r} in this environment")
+    except VoltageError as exc:
+        fail(str(exc))
+    state = "now watching" if result.created else "already watched"
+    click.echo(f"{payment_id}: {state} (status {result.record.status})")
+
+
+@click.command("status")
+@click.argument("payment_id", required=False)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(payment_id: str | None, limit: int, as_json: bool) -> None:
+    """Pending payments as a table, or one payment's record and transitions."""
+    rt = runtime_or_exit()
+    if payment_id:
+        record = rt.store.get(payment_id)
+        if record is None:
+            fail(f"not watching {payment_id!r}")
+        echo_json({**record.to_public(), "transitions": rt.store.transitions(payment_id)})
+        return
+    rows = []
+    for pid, next_at in rt.store.pending_ids(limit):
+        record = rt.store.get(pid)
+        if record is not None:
+            rows.append({**record.to_public(), "next_poll_at": iso_timestamp(next_at)})
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(f"{rt.store.pending_count()} pending")
+    echo_table(rows, ("id", "status", "amount_msats", "poll_count", "last_poll_at", "next_poll_at"))
+
+
+COMMANDS = [create, watch, status]

@@ -53,6 +53,24 @@ def payment_fields(payment: Payment) -> dict[str, str]:
     return fields
 
 
+def _final_event(
+    payment: Payment, *, previous_status: str | None, now: float
+) -> tuple[str, str, str]:
+    """Event id, type and body for a payment that is final; empty strings otherwise."""
+    if not payment.is_final:
+        return "", "", ""
+    event_type = f"payment.{payment.status}"
+    body = event_body(
+        event_type=event_type,
+        at=now,
+        payment_id=payment.id,
+        previous_status=previous_status,
+        status=payment.status,
+        payment=payment.raw,
+    )
+    return new_event_id(), event_type, body
+
+
 class PaymentStore:
     def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts | None = None) -> None:
         self.redis = client
@@ -117,20 +135,7 @@ class PaymentStore:
             **(extra or {}),
         }
         final = payment.is_final
-        event_id = new_event_id() if final else ""
-        event_type = f"payment.{payment.status}" if final else ""
-        body = (
-            event_body(
-                event_type=event_type,
-                at=now,
-                payment_id=payment.id,
-                previous_status=None,
-                status=payment.status,
-                payment=payment.raw,
-            )
-            if final
-            else ""
-        )
+        event_id, event_type, body = _final_event(payment, previous_status=None, now=now)
         args: list[str] = [
             payment.id,
             repr(now),
@@ -242,20 +247,7 @@ class PaymentStore:
         """Compare-and-set the status; a final status also emits its outbox event."""
         new_status = payment.status
         final = new_status in FINAL_STATUSES
-        event_id = new_event_id() if final else ""
-        event_type = f"payment.{new_status}" if final else ""
-        body = (
-            event_body(
-                event_type=event_type,
-                at=now,
-                payment_id=record.id,
-                previous_status=record.status,
-                status=new_status,
-                payment=payment.raw,
-            )
-            if final
-            else ""
-        )
+        event_id, event_type, body = _final_event(payment, previous_status=record.status, now=now)
         transition = json.dumps(
             {"from": record.status, "to": new_status, "at": now, "event_id": event_id or None}
         )

@@ -197,7 +197,10 @@ def test_410_gone_disables_the_subscription(world: World, receiver: Receiver) ->
     assert not disabled.enabled
     assert disabled.disabled_reason == "the endpoint answered 410 Gone"
     # Later deliveries to it are dead-lettered without a request; `recover` can re-send them.
-    assert deliver_once(world, second) == DEAD
+    assert deliver_once(world, second) == "dropped"
+    dropped = world.deliveries.get(second)
+    assert dropped is not None
+    assert dropped.status == DEAD
     assert len(receiver.received) == 1
 
 
@@ -308,3 +311,33 @@ def test_a_test_event_goes_to_its_subscription_only(world: World, receiver: Rece
     body = Webhook(secret).verify(got.body, got.headers)
     assert body["type"] == "webhook.test"
     assert got.headers["webhook-id"] == event.event_id
+
+
+def test_chunks_group_one_subscriber_and_hand_back_the_rest_on_failure(
+    world: World, receiver: Receiver
+) -> None:
+    from watcher.delivery.attempts import attempt_chunk, group_by_subscription
+
+    failing, _ = world.subs.create(url=receiver.url("/failing"))
+    world.subs.create(url="http://127.0.0.1:1/other")
+    for _ in range(3):
+        world.emit()
+    world.deliveries.fan_out_new("c", time.time())
+    keys = world.deliveries.keys
+    claimed = world.deliveries.claim_due(keys.deliver_schedule, time.time(), 30, 100)
+    chunks = group_by_subscription(world.deliveries, claimed, chunk_size=2)
+    owners = [{world.deliveries.get(d).subscription_id for d in c} for c in chunks]  # type: ignore[union-attr]
+    assert all(len(o) == 1 for o in owners)
+    assert sorted(len(c) for c in chunks) == [1, 1, 2, 2]
+
+    chunk = next(
+        c for c, o in zip(chunks, owners, strict=True) if o == {failing.id} and len(c) == 2
+    )
+    receiver.answer(500)
+    assert attempt_chunk(world.deliveries, SESSION, POLICY, chunk, time.time) == [FAILED]
+    # The other delivery in that chunk was not attempted: it is due again right away.
+    score = world.deliveries.redis.zscore(keys.deliver_schedule, chunk[1])
+    assert score is not None
+    assert score <= time.time()
+    assert world.deliveries.get(chunk[1]).attempts == 0  # type: ignore[union-attr]
+    assert len(receiver.received) == 1

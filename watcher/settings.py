@@ -110,11 +110,12 @@ class Settings(BaseSettings):
 
     watcher_webhook_connect_timeout: float = Field(default=5.0, gt=0, le=60)
     watcher_webhook_timeout: float = Field(default=15.0, gt=0, le=120)
-    watcher_webhook_max_in_flight: int = Field(default=4, ge=1, le=1000)
+    watcher_webhook_max_in_flight: int = Field(default=8, ge=1, le=1000)
     watcher_webhook_retry_after_max: float = Field(default=3600.0, ge=0, le=86400)
     watcher_webhook_secret_overlap: float = Field(default=86400.0, ge=0, le=30 * 86400)
     watcher_webhook_disable_after: float = Field(default=5 * 86400.0, gt=0, le=365 * 86400)
     watcher_delivery_lease: float = Field(default=120.0, gt=0, le=3600)
+    watcher_delivery_chunk: int = Field(default=10, ge=1, le=1000)
 
     # --- Logging ---------------------------------------------------------------------------
     watcher_log_format: LogFormat = LogFormat.AUTO

@@ -6,7 +6,7 @@ import os
 import socket
 
 from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
-from watcher.delivery.attempts import attempt_delivery
+from watcher.delivery.attempts import attempt_chunk, group_by_subscription
 from watcher.engine.dispatcher import dispatch_due_polls
 from watcher.engine.poller import poll_payment
 from watcher.engine.sweeper import sweep_recent_finals
@@ -82,11 +82,12 @@ def dispatch_due_deliveries_now(rt: Runtime) -> int:
         (keys.deliver_schedule, QUEUE_DELIVER),
         (keys.retry_schedule, QUEUE_RETRY),
     ):
-        for delivery_id in rt.deliveries.claim_due(
-            schedule, now, lease, rt.settings.watcher_dispatch_batch
+        claimed = rt.deliveries.claim_due(schedule, now, lease, rt.settings.watcher_dispatch_batch)
+        for ids in group_by_subscription(
+            rt.deliveries, claimed, rt.settings.watcher_delivery_chunk
         ):
-            deliver.apply_async((delivery_id,), queue=queue, expires=lease)
-            sent += 1
+            deliver.apply_async((ids,), queue=queue, expires=lease)
+            sent += len(ids)
     return sent
 
 
@@ -100,15 +101,12 @@ def dispatch_deliveries() -> int:
 
 
 @app.task(name="watcher.deliver", ignore_result=True)
-def deliver(delivery_id: str) -> str:
+def deliver(delivery_ids: list[str]) -> list[str]:
+    """A chunk of one subscriber's deliveries."""
     rt = get_runtime()
-    bind(delivery_id=delivery_id)
-    try:
-        return attempt_delivery(
-            rt.deliveries, rt.webhook_session, rt.delivery_policy, delivery_id, rt.clock()
-        )
-    finally:
-        unbind("delivery_id")
+    return attempt_chunk(
+        rt.deliveries, rt.webhook_session, rt.delivery_policy, delivery_ids, rt.clock
+    )
 
 
 @app.task(name="watcher.sweep_recent_finals", ignore_result=True)

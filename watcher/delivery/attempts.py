@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
@@ -13,14 +14,18 @@ from watcher.delivery.signing import webhook_headers
 from watcher.delivery.store import DEAD, FAILED, FINISHED, SUCCEEDED, Delivery, DeliveryStore
 from watcher.delivery.subscriptions import Subscription, SubscriptionNotFound
 from watcher.engine.records import iso_timestamp
-from watcher.logging import get_logger
+from watcher.logging import bind, get_logger, unbind
 from watcher.settings import Settings
 
 log = get_logger(__name__)
 
 USER_AGENT = f"voltage-watcher/{__version__}"
+# Dead-lettered without an attempt (subscription disabled or deleted, event gone).
+DROPPED = "dropped"
 # No free slot for this subscriber: look again this soon, without counting an attempt.
-SLOT_WAIT = 1.0
+SLOT_WAIT = 0.5
+# Outcomes that say the subscriber is in trouble (or busy): the rest of its chunk goes back.
+_STOP_CHUNK = frozenset({FAILED, DEAD, "postponed"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,56 @@ class DeliveryPolicy:
         return now + delay
 
 
+def group_by_subscription(
+    deliveries: DeliveryStore, delivery_ids: list[str], chunk_size: int
+) -> list[list[str]]:
+    """Chunks of deliveries that share one subscriber, so a chunk never makes one subscriber
+    wait behind another (one Celery message per delivery cost 4x the CPU of the POST)."""
+    pipe = deliveries.redis.pipeline(transaction=False)
+    for delivery_id in delivery_ids:
+        pipe.hget(deliveries.keys.delivery(delivery_id), "subscription_id")
+    groups: dict[str, list[str]] = {}
+    for delivery_id, sub_id in zip(delivery_ids, pipe.execute(), strict=True):
+        groups.setdefault(str(sub_id or ""), []).append(delivery_id)
+    return [
+        ids[start : start + chunk_size]
+        for ids in groups.values()
+        for start in range(0, len(ids), chunk_size)
+    ]
+
+
+def attempt_chunk(
+    deliveries: DeliveryStore,
+    session: requests.Session,
+    policy: DeliveryPolicy,
+    delivery_ids: list[str],
+    clock: Callable[[], float],
+) -> list[str]:
+    """Attempt one subscriber's deliveries in order. When the subscriber fails (or has no
+    free slot), the rest go straight back to their schedules instead of queueing behind a
+    slow endpoint; each then comes due again on its own."""
+    outcomes: list[str] = []
+    started = clock()
+    longest_attempt = policy.connect_timeout + policy.timeout
+    for index, delivery_id in enumerate(delivery_ids):
+        if clock() - started + longest_attempt >= policy.lease:
+            # The claim would run out mid-attempt and the delivery would be sent twice.
+            deliveries.release_claims(delivery_ids[index:], clock())
+            break
+        bind(delivery_id=delivery_id)
+        try:
+            outcome = attempt_delivery(deliveries, session, policy, delivery_id, clock())
+        finally:
+            unbind("delivery_id")
+        outcomes.append(outcome)
+        rest = delivery_ids[index + 1 :]
+        if outcome in _STOP_CHUNK and rest:
+            delay = SLOT_WAIT if outcome == "postponed" else 0.0
+            deliveries.release_claims(rest, clock() + delay)
+            break
+    return outcomes
+
+
 def attempt_delivery(
     deliveries: DeliveryStore,
     session: requests.Session,
@@ -66,7 +121,8 @@ def attempt_delivery(
     delivery_id: str,
     now: float,
 ) -> str:
-    """Returns what happened: succeeded, failed (retry scheduled), dead, postponed, skipped."""
+    """Returns what happened: succeeded, failed (retry scheduled), dead (out of attempts or
+    410), dropped (dead without an attempt), postponed (no free slot) or skipped."""
     delivery = deliveries.get(delivery_id)
     keys = deliveries.keys
     if delivery is None or delivery.status in FINISHED:
@@ -77,11 +133,11 @@ def attempt_delivery(
         sub = deliveries.subscriptions.get(delivery.subscription_id)
     except SubscriptionNotFound:
         deliveries.finish_without_attempt(delivery, reason="subscription deleted", now=now)
-        return DEAD
+        return DROPPED
     if not sub.enabled:
         reason = f"subscription disabled: {sub.disabled_reason or 'no reason given'}"
         deliveries.finish_without_attempt(delivery, reason=reason, now=now)
-        return DEAD
+        return DROPPED
     if not deliveries.acquire_slot(sub.id, delivery.id, now, policy.lease, policy.max_in_flight):
         schedule = keys.retry_schedule if delivery.attempts else keys.deliver_schedule
         deliveries.postpone(delivery, schedule, now + SLOT_WAIT)
@@ -103,7 +159,7 @@ def _attempt(
     event = deliveries.event(delivery.outbox_entry)
     if event is None:
         deliveries.finish_without_attempt(delivery, reason="event no longer stored", now=now)
-        return DEAD
+        return DROPPED
     body = event.body.encode()
     headers = webhook_headers(
         msg_id=event.event_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -316,6 +316,14 @@ class DeliveryStore:
             ]
         return delivery
 
+    def get_many(self, delivery_ids: Sequence[str]) -> list[Delivery | None]:
+        """Several deliveries (without attempts) in one round trip, in the order asked."""
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id in delivery_ids:
+            pipe.hgetall(self.keys.delivery(delivery_id))
+        found = cast(list[dict[str, str]], pipe.execute())
+        return [Delivery.from_hash(data) if data else None for data in found]
+
     def list_ids(
         self,
         *,
@@ -392,6 +400,14 @@ class DeliveryStore:
     def postpone(self, delivery: Delivery, schedule: str, at: float) -> None:
         """Try again later without counting an attempt (no free slot for this subscriber)."""
         self.redis.zadd(schedule, {delivery.id: at}, xx=True)
+
+    def release_claims(self, delivery_ids: list[str], at: float) -> None:
+        """Hand claimed deliveries back to whichever schedule holds them, due at `at`."""
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id in delivery_ids:
+            for schedule in (self.keys.deliver_schedule, self.keys.retry_schedule):
+                pipe.zadd(schedule, {delivery_id: at}, xx=True)
+        pipe.execute()
 
     def redeliver(self, delivery_id: str, now: float) -> Delivery | None:
         """A manual re-send: due now on the first-attempt queue, same event, same webhook-id."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -81,6 +82,14 @@ class PaymentStore:
     def get(self, payment_id: str) -> PaymentRecord | None:
         data = cast(dict[str, str], self.redis.hgetall(self.keys.payment(payment_id)))
         return PaymentRecord.from_hash(data) if data else None
+
+    def get_many(self, payment_ids: Sequence[str]) -> list[PaymentRecord | None]:
+        """Several records in one round trip, in the order asked (None where missing)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for payment_id in payment_ids:
+            pipe.hgetall(self.keys.payment(payment_id))
+        found = cast(list[dict[str, str]], pipe.execute())
+        return [PaymentRecord.from_hash(data) if data else None for data in found]
 
     def transitions(self, payment_id: str) -> list[dict[str, Any]]:
         return [

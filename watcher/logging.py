@@ -12,6 +12,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 
 from watcher.settings import LogFormat, Settings
 
@@ -92,7 +93,10 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         final: list[Any] = [_redact_event, renderer]
     else:
         final = [
-            structlog.processors.dict_tracebacks,
+            # No local variables in tracebacks: a local may hold a secret.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             _redact_event,
             structlog.processors.JSONRenderer(),
         ]

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     voltage_environment_id: str | None = None
     voltage_wallet_id: str | None = None
     voltage_webhook_secret: SecretStr | None = None
+    voltage_webhook_tolerance: int = Field(default=300, ge=1, le=3600)
     voltage_connect_timeout: float = Field(default=3.05, gt=0, le=60)
     voltage_read_timeout: float = Field(default=10.0, gt=0, le=300)
     voltage_retry_budget: float = Field(default=20.0, ge=0, le=600)
@@ -90,6 +91,8 @@ class Settings(BaseSettings):
 
     # --- HTTP API --------------------------------------------------------------------------
     watcher_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    watcher_api_invoice_wait: float = Field(default=5.0, gt=0, le=60)
+    watcher_api_max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
 
     # --- Webhook delivery -------------------------------------------------------------------
     watcher_webhook_allow_private: bool = False
@@ -117,6 +120,9 @@ class Settings(BaseSettings):
     watcher_delivery_lease: float = Field(default=120.0, gt=0, le=3600)
     watcher_delivery_chunk: int = Field(default=10, ge=1, le=1000)
 
+    # --- Monitoring --------------------------------------------------------------------------
+    watcher_flower_basic_auth: SecretStr | None = None
+
     # --- Logging ---------------------------------------------------------------------------
     watcher_log_format: LogFormat = LogFormat.AUTO
     watcher_log_level: str = Field(
@@ -129,12 +135,24 @@ class Settings(BaseSettings):
         "voltage_environment_id",
         "voltage_wallet_id",
         "voltage_webhook_secret",
+        "watcher_flower_basic_auth",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """`VOLTAGE_WALLET_ID=` in a .env means "not set", not "the empty id"."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("watcher_flower_basic_auth")
+    @classmethod
+    def _check_basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for pair in value.get_secret_value().split(","):
+            user, sep, password = pair.partition(":")
+            if not sep or not user or len(password) < 8:
+                raise ValueError("expected user:password pairs, comma-separated, passwords >= 8")
+        return value
 
     @field_validator("voltage_api_url")
     @classmethod
@@ -238,7 +256,12 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret this process knows, for the log redactor."""
         secrets = [self.voltage_api_key, self.voltage_webhook_secret, *self.watcher_api_tokens]
-        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        if self.watcher_flower_basic_auth is not None:
+            for pair in self.watcher_flower_basic_auth.get_secret_value().split(","):
+                values.append(pair)
+                values.append(pair.partition(":")[2])
+        return values
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -253,7 +276,12 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-_SECRET_NAMES = {"VOLTAGE_API_KEY", "VOLTAGE_WEBHOOK_SECRET", "WATCHER_API_TOKENS"}
+_SECRET_NAMES = {
+    "VOLTAGE_API_KEY",
+    "VOLTAGE_WEBHOOK_SECRET",
+    "WATCHER_API_TOKENS",
+    "WATCHER_FLOWER_BASIC_AUTH",
+}
 
 
 def load_settings(**overrides: Any) -> Settings:

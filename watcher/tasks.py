@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
+
+from celery import Task
 
 from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
 from watcher.delivery.attempts import attempt_chunk, group_by_subscription
@@ -19,6 +22,12 @@ log = get_logger(__name__)
 FAN_OUT_REPAIR_IDLE_MS = 30_000
 
 
+def _send(task: Task[Any, Any], ids: list[str], *, queue: str, expires: float, what: str) -> None:
+    """Send a chunk of ids; Flower and task events show "[25 payment ids]", not the ids."""
+    options: dict[str, Any] = {"argsrepr": f"[{len(ids)} {what}]"}
+    task.apply_async((ids,), queue=queue, expires=expires, **options)
+
+
 def _consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -31,7 +40,7 @@ def dispatch_polls() -> int:
     rt.store.count("dispatch_ticks")
 
     def send(ids: list[str]) -> None:
-        poll_payments.apply_async((ids,), queue=QUEUE_POLL, expires=lease)
+        _send(poll_payments, ids, queue=QUEUE_POLL, expires=lease, what="payment ids")
 
     return dispatch_due_polls(
         rt.store,
@@ -86,7 +95,7 @@ def dispatch_due_deliveries_now(rt: Runtime) -> int:
         for ids in group_by_subscription(
             rt.deliveries, claimed, rt.settings.watcher_delivery_chunk
         ):
-            deliver.apply_async((ids,), queue=queue, expires=lease)
+            _send(deliver, ids, queue=queue, expires=lease, what="delivery ids")
             sent += len(ids)
     return sent
 

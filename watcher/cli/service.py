@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 import click
 
-from watcher.cli.common import echo_json, settings_or_exit
+from watcher.cli.common import echo_json, fail, settings_or_exit
 from watcher.logging import configure_logging
+from watcher.settings import ConfigError
 
 
 @click.command("config")
@@ -72,4 +75,90 @@ def simulator(
     serve(host, port, config)
 
 
-COMMANDS = [show_config, simulator]
+@click.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+def api(host: str, port: int) -> None:
+    """Run the HTTP API for subscribers and operators (OpenAPI docs at /docs)."""
+    from watcher.api.server import serve
+
+    settings = settings_or_exit()
+    configure_logging(settings)
+    try:
+        serve(settings, host, port)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@click.command("flower")
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
+def flower(address: str, port: int) -> None:
+    """Run Flower on the pool, behind basic auth from WATCHER_FLOWER_BASIC_AUTH."""
+    settings = settings_or_exit()
+    if settings.watcher_flower_basic_auth is None:
+        fail("WATCHER_FLOWER_BASIC_AUTH is not set (user:password); Flower needs it")
+    env = {
+        **os.environ,
+        # Through the environment, not argv, so the password is not in `ps` output.
+        "FLOWER_BASIC_AUTH": settings.watcher_flower_basic_auth.get_secret_value(),
+        "FLOWER_UNAUTHENTICATED_API": "false",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "watcher",
+        "flower",
+        f"--address={address}",
+        f"--port={port}",
+    ]
+    os.execve(sys.executable, argv, env)  # noqa: S606 - become Flower, keep the pid
+
+
+@click.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--simulate", is_flag=True, help="Also run the Voltage simulator and use it.")
+@click.option("--simulator-port", default=8090, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--flower-port",
+    default=5555,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0 turns Flower off.",
+)
+def up(host: str, port: int, simulate: bool, simulator_port: int, flower_port: int) -> None:
+    """API, worker, beat and Flower (and Redis, when WATCHER_REDIS_URL is unset) until Ctrl-C."""
+    from watcher.supervisor import Supervisor, UpOptions
+
+    settings = settings_or_exit()
+    configure_logging(settings)
+    if not simulate:
+        try:
+            settings.require_voltage()
+        except ConfigError as exc:
+            fail(f"{exc}\n  (or run `watcher up --simulate` to try it against the simulator)")
+    if flower_port and settings.watcher_flower_basic_auth is None:
+        click.echo("watcher: Flower skipped: set WATCHER_FLOWER_BASIC_AUTH to run it", err=True)
+        flower_port = 0
+    supervisor = Supervisor(
+        settings,
+        UpOptions(
+            api_host=host,
+            api_port=port,
+            simulate=simulate,
+            simulator_port=simulator_port,
+            flower_port=flower_port or None,
+        ),
+    )
+    try:
+        supervisor.start()
+    except Exception as exc:
+        supervisor.stop()
+        fail(str(exc))
+    sys.exit(supervisor.run())
+
+
+COMMANDS = [show_config, simulator, api, flower, up]

@@ -1,0 +1,214 @@
+"""Voltage's own webhooks at POST /v1/voltage/webhooks: a signed one is a hint that makes the
+watcher re-read the payment at once; forged, stale and unsigned ones change nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import SimControl, Stack
+from tests.support import wait_until
+from tests.test_api import ApiClient, api_stack, error_of, ok, serve
+from watcher.api.ingress import SignatureError, sign, verify
+from watcher.engine.watching import create_and_watch
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "voltage-shared-secret-for-tests"
+PATH = "/v1/voltage/webhooks"
+
+
+def voltage_signature(secret: str, body: bytes, timestamp: str) -> str:
+    """Written out from Voltage's description, independently of the code under test."""
+    digest = hmac.new(secret.encode(), body + b"." + timestamp.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def payload(payment: dict[str, Any], kind: str = "receive", event: str = "completed") -> bytes:
+    return json.dumps({"type": kind, "detail": {"event": event, "data": payment}}).encode()
+
+
+def send(
+    api: ApiClient,
+    body: bytes,
+    *,
+    secret: str | None = SECRET,
+    timestamp: int | None = None,
+    signature: str | None = None,
+) -> requests.Response:
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    headers = {"content-type": "application/json", "x-voltage-webhook-id": str(uuid.uuid4())}
+    if secret is not None:
+        headers["x-voltage-timestamp"] = stamp
+        headers["x-voltage-signature"] = signature or voltage_signature(secret, body, stamp)
+    return api.post(PATH, data=body, headers=headers, token=False)
+
+
+@pytest.fixture
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    # No worker and no beat: only the webhook can make the watcher look at a payment now.
+    return api_stack(make_stack, VOLTAGE_WEBHOOK_SECRET=SECRET)
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[ApiClient]:
+    with serve(stack) as client:
+        yield client
+
+
+def reads_of(sim_control: SimControl, payment_id: str) -> int:
+    return int(sim_control.stats()["per_payment"].get(payment_id, 0))
+
+
+def events_of(stack: Stack, payment_id: str) -> list[dict[str, str]]:
+    return [e for e in stack.runtime.store.outbox_events() if e["payment_id"] == payment_id]
+
+
+def test_signature_helper_matches_the_documented_scheme() -> None:
+    body, stamp = b'{"type":"receive"}', "1764100000"
+    assert sign(SECRET, body, stamp) == voltage_signature(SECRET, body, stamp)
+    verify(SECRET, body, timestamp=stamp, signature=sign(SECRET, body, stamp), now=1764100100)
+    for kwargs in (
+        {"timestamp": None, "signature": sign(SECRET, body, stamp)},
+        {"timestamp": stamp, "signature": None},
+        {"timestamp": "12.5", "signature": sign(SECRET, body, stamp)},
+        {"timestamp": stamp, "signature": sign(SECRET, body + b" ", stamp)},
+        {"timestamp": stamp, "signature": sign("other-secret", body, stamp)},
+    ):
+        with pytest.raises(SignatureError):
+            verify(SECRET, body, now=1764100100, **kwargs)
+    with pytest.raises(SignatureError, match="window"):
+        verify(SECRET, body, timestamp=stamp, signature=sign(SECRET, body, stamp), now=1764100301)
+
+
+def test_signed_webhook_makes_the_watcher_reread_and_emit_at_once(
+    api: ApiClient, stack: Stack, sim_control: SimControl
+) -> None:
+    rt = stack.runtime
+    payment = create_and_watch(rt, amount_msats=12_000, description="hinted").record
+    settled = sim_control.settle(payment.id)
+    reads = reads_of(sim_control, payment.id)
+
+    answer = ok(send(api, payload(settled)), 202)
+    assert answer == {
+        "status": "accepted",
+        "payment_id": payment.id,
+        "action": "poll",
+        "reason": None,
+    }
+    (event,) = wait_until(lambda: events_of(stack, payment.id), message="the event")
+    assert event["type"] == "payment.completed"
+    body = json.loads(event["body"])
+    assert body["data"]["previous_status"] == "receiving"
+    assert body["data"]["payment"]["status"] == "completed"
+    assert reads_of(sim_control, payment.id) == reads + 1  # re-read from Voltage, once
+    record = rt.store.get(payment.id)
+    assert record is not None
+    assert record.status == "completed"
+
+    # Voltage delivers twice: harmless, nothing is read or emitted again.
+    ignored = ok(send(api, payload(settled)), 202)
+    assert ignored["status"] == "ignored"
+    assert ignored["action"] == "none"
+    assert len(events_of(stack, payment.id)) == 1
+    assert reads_of(sim_control, payment.id) == reads + 1
+
+
+def test_the_body_is_only_a_hint_what_voltage_says_on_reread_wins(
+    api: ApiClient, stack: Stack, sim_control: SimControl
+) -> None:
+    payment = create_and_watch(stack.runtime, amount_msats=1_000).record
+    reads = reads_of(sim_control, payment.id)
+    # Signed, but claims "completed" for a payment Voltage still has as receiving.
+    lie = {"id": payment.id, "status": "completed", "wallet_id": "wallet-test"}
+    ok(send(api, payload(lie)), 202)
+    wait_until(lambda: reads_of(sim_control, payment.id) > reads, message="the re-read")
+    wait_until(
+        lambda: (r := stack.runtime.store.get(payment.id)) and r.poll_count > 0,
+        message="the poll recorded",
+    )
+    assert events_of(stack, payment.id) == []
+    record = stack.runtime.store.get(payment.id)
+    assert record is not None
+    assert record.status == "receiving"
+
+
+def test_unknown_receive_is_adopted_and_unknown_send_is_ignored(
+    api: ApiClient, stack: Stack, sim_control: SimControl
+) -> None:
+    elsewhere = stack.runtime.voltage.create_receive(wallet_id="wallet-test", amount_msats=2_000)
+    settled = sim_control.settle(elsewhere.id)
+    answer = ok(send(api, payload(settled)), 202)
+    assert answer["action"] == "watch"
+    (event,) = wait_until(lambda: events_of(stack, elsewhere.id), message="the adoption event")
+    assert event["type"] == "payment.completed"
+    record = stack.runtime.store.get(elsewhere.id)
+    assert record is not None
+    assert record.source == "watched"
+
+    stranger = str(uuid.uuid4())
+    answer = ok(send(api, payload({"id": stranger}, kind="send", event="succeeded")), 202)
+    assert answer["status"] == "ignored"
+    assert stack.runtime.store.get(stranger) is None
+    assert reads_of(sim_control, stranger) == 0
+
+
+def test_forged_stale_and_unsigned_webhooks_are_refused_and_change_nothing(
+    api: ApiClient, stack: Stack, sim_control: SimControl
+) -> None:
+    rt = stack.runtime
+    payment = create_and_watch(rt, amount_msats=3_000).record
+    settled = sim_control.settle(payment.id)
+    body = payload(settled)
+    reads = reads_of(sim_control, payment.id)
+    now = int(time.time())
+    attempts = {
+        "unsigned": send(api, body, secret=None),
+        "wrong secret": send(api, body, secret="not-the-secret"),
+        "tampered body": send(
+            api,
+            body.replace(b"completed", b"completed "),
+            signature=voltage_signature(SECRET, body, str(now)),
+            timestamp=now,
+        ),
+        "stale": send(api, body, timestamp=now - 301),
+        "from the future": send(api, body, timestamp=now + 301),
+        "garbage signature": send(api, body, signature="not base64 at all"),
+        "signature of another timestamp": send(
+            api, body, signature=voltage_signature(SECRET, body, str(now - 1)), timestamp=now
+        ),
+    }
+    for name, response in attempts.items():
+        error = error_of(response, 401, "invalid_signature")
+        assert SECRET not in error["detail"], name
+    # A bearer token does not stand in for a signature either.
+    error_of(api.post(PATH, data=body, headers={"content-type": "application/json"}), 401)
+
+    assert reads_of(sim_control, payment.id) == reads
+    assert events_of(stack, payment.id) == []
+    record = rt.store.get(payment.id)
+    assert record is not None
+    assert record.status == "receiving"
+    assert record.poll_count == 0
+
+
+def test_signed_but_unusable_payloads_are_400(api: ApiClient) -> None:
+    for body in (b"not json", b"[]", b'{"type": "receive"}', b'{"detail": {"data": {"id": 5}}}'):
+        error_of(send(api, body), 400, "invalid_payload")
+
+
+def test_ingress_is_off_without_a_secret(make_stack: Callable[..., Stack]) -> None:
+    stack = api_stack(make_stack)  # VOLTAGE_WEBHOOK_SECRET unset
+    with serve(stack) as api:
+        body = payload({"id": str(uuid.uuid4())})
+        error = error_of(send(api, body), 404, "ingress_disabled")
+        assert "VOLTAGE_WEBHOOK_SECRET" in error["detail"]

@@ -1,0 +1,194 @@
+"""The delivery log (every attempt), manual re-sends, and the event history."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query
+
+from watcher.api.context import ApiContext, get_context
+from watcher.api.errors import error_responses, invalid, not_found
+from watcher.api.models import (
+    MAX_ID_LENGTH,
+    DeliveryDetail,
+    DeliveryOut,
+    DeliveryPage,
+    DeliveryStatus,
+    EventOut,
+    EventPage,
+    EventTypeName,
+    Rfc3339,
+)
+from watcher.api.pagination import stream_page, zset_page
+from watcher.delivery.store import Delivery
+from watcher.engine.records import iso_timestamp
+from watcher.logging import get_logger
+
+log = get_logger(__name__)
+
+router = APIRouter()
+
+Ctx = Annotated[ApiContext, Depends(get_context)]
+DeliveryId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=1024)]
+OptionalId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+def delivery_out(delivery: Delivery) -> DeliveryOut:
+    data = delivery.to_public()
+    data.pop("attempt_log", None)
+    return DeliveryOut.model_validate(data)
+
+
+@router.get(
+    "/deliveries",
+    response_model=DeliveryPage,
+    tags=["deliveries"],
+    summary="List deliveries, newest first",
+    responses=error_responses(401, 422, 500, 503),
+)
+def list_deliveries(
+    ctx: Ctx,
+    subscription_id: OptionalId = None,
+    status: Annotated[DeliveryStatus | None, Query(description="Only this status")] = None,
+    event_id: OptionalId = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> DeliveryPage:
+    deliveries = ctx.runtime.deliveries
+    key = (
+        deliveries.keys.subscription_deliveries(subscription_id)
+        if subscription_id
+        else deliveries.keys.deliveries_index
+    )
+
+    def keep(delivery: Delivery) -> bool:
+        if status is not None and delivery.status != status:
+            return False
+        return event_id is None or delivery.event_id == event_id
+
+    items, next_cursor = zset_page(
+        deliveries.redis,
+        key,
+        cursor=cursor,
+        limit=limit,
+        newest_first=True,
+        load=deliveries.get_many,
+        keep=keep,
+    )
+    return DeliveryPage(items=[delivery_out(d) for d in items], next_cursor=next_cursor)
+
+
+@router.get(
+    "/deliveries/{delivery_id}",
+    response_model=DeliveryDetail,
+    tags=["deliveries"],
+    summary="One delivery with every attempt",
+    responses=error_responses(401, 404, 422, 500, 503),
+)
+def get_delivery(delivery_id: DeliveryId, ctx: Ctx) -> DeliveryDetail:
+    delivery = ctx.runtime.deliveries.get(delivery_id, with_attempts=True)
+    if delivery is None:
+        raise not_found(f"no delivery with id {delivery_id!r}")
+    return DeliveryDetail.model_validate(delivery.to_public())
+
+
+@router.post(
+    "/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    response_model=DeliveryOut,
+    tags=["deliveries"],
+    summary="Send this delivery again (same event, same webhook-id)",
+    responses=error_responses(401, 404, 422, 500, 503),
+)
+def redeliver(delivery_id: DeliveryId, ctx: Ctx, background: BackgroundTasks) -> DeliveryOut:
+    rt = ctx.runtime
+    delivery = rt.deliveries.redeliver(delivery_id, rt.clock())
+    if delivery is None:
+        raise not_found(f"no delivery with id {delivery_id!r}")
+    background.add_task(ctx.kick_quietly)
+    log.info(
+        "redelivery requested",
+        delivery_id=delivery_id,
+        subscription_id=delivery.subscription_id,
+        payment_id=delivery.payment_id,
+    )
+    return delivery_out(delivery)
+
+
+def _ms(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value is not None else None
+
+
+def event_out(entry_id: str, fields: dict[str, str]) -> EventOut:
+    try:
+        body = json.loads(fields.get("body") or "{}")
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {"value": body}
+    millis = int(entry_id.split("-", maxsplit=1)[0])
+    return EventOut(
+        id=fields.get("event_id", ""),
+        type=fields.get("type", ""),
+        payment_id=fields.get("payment_id") or None,
+        subscription_id=fields.get("target") or None,
+        created_at=iso_timestamp(millis / 1000),
+        body=body,
+    )
+
+
+@router.get(
+    "/events",
+    response_model=EventPage,
+    tags=["events"],
+    summary="The event history, for receivers catching up",
+    description=(
+        "Every event the watcher emitted, oldest first by default (`order=desc` for newest "
+        "first). A receiver that was down pages with `cursor` from where it stopped."
+    ),
+    responses=error_responses(401, 422, 500, 503),
+)
+def list_events(
+    ctx: Ctx,
+    type: Annotated[EventTypeName | None, Query(description="Only this event type")] = None,
+    payment_id: OptionalId = None,
+    since: Annotated[
+        Rfc3339 | None, Query(description="RFC 3339; events at or after this time")
+    ] = None,
+    until: Annotated[
+        Rfc3339 | None, Query(description="RFC 3339; events at or before this time")
+    ] = None,
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    limit: Limit = 50,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> EventPage:
+    since_ms, until_ms = _ms(since), _ms(until)
+    if since_ms is not None and since_ms < 0:
+        raise invalid("query.since", "must be after 1970-01-01")
+    if until_ms is not None and until_ms < 0:
+        raise invalid("query.until", "must be after 1970-01-01")
+    if since_ms is not None and until_ms is not None and until_ms < since_ms:
+        raise invalid("query.until", "must not be before `since`")
+
+    def keep(_entry_id: str, fields: dict[str, str]) -> bool:
+        if type is not None and fields.get("type") != type:
+            return False
+        return payment_id is None or fields.get("payment_id") == payment_id
+
+    store = ctx.runtime.store
+    entries, next_cursor = stream_page(
+        store.redis,
+        store.keys.outbox,
+        cursor=cursor,
+        limit=limit,
+        newest_first=order == "desc",
+        since_ms=since_ms,
+        until_ms=until_ms,
+        keep=keep,
+    )
+    items: list[EventOut] = [event_out(entry_id, fields) for entry_id, fields in entries]
+    return EventPage(items=items, next_cursor=next_cursor)

@@ -125,6 +125,12 @@ def test_create_watch_and_status_commands(
         return dict(detail) if detail["status"] == "completed" else None
 
     detail = wait_until(completed, timeout=30, interval=0.3, message="the CLI to show completed")
+    listed = run_cli(stack, "events", "--payment", record["id"], "--json")
+    assert listed.returncode == 0, listed.stderr
+    (event,) = json.loads(listed.stdout)
+    assert event["type"] == "payment.completed"
+    assert event["body"]["data"]["payment_id"] == record["id"]
+    assert record["id"] in run_cli(stack, "events").stdout
     assert [t["to"] for t in detail["transitions"]] == ["receiving", "completed"]  # type: ignore[union-attr]
 
 

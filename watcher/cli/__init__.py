@@ -14,9 +14,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from watcher.cli import deliveries, payments, service, subscriptions
+    from watcher.cli import deliveries, events, payments, service, subscriptions
 
-    for module in (service, payments, subscriptions, deliveries):
+    for module in (service, payments, subscriptions, deliveries, events):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,45 @@
+"""`watcher events`: the event history, as a receiver catching up would read it."""
+
+from __future__ import annotations
+
+import click
+
+from watcher.cli.common import echo_json, echo_table, runtime_or_exit
+from watcher.delivery.subscriptions import PAYMENT_EVENT_TYPES, TEST_EVENT_TYPE
+
+
+@click.command("events")
+@click.option("--type", "event_type", type=click.Choice([*PAYMENT_EVENT_TYPES, TEST_EVENT_TYPE]))
+@click.option("--payment", "payment_id", default=None, help="Only events of this payment.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Full events (with bodies) as JSON.")
+def events(event_type: str | None, payment_id: str | None, limit: int, as_json: bool) -> None:
+    """The newest events first."""
+    from watcher.api.pagination import stream_page
+    from watcher.api.routes_deliveries import event_out
+
+    rt = runtime_or_exit()
+
+    def keep(_entry_id: str, fields: dict[str, str]) -> bool:
+        if event_type is not None and fields.get("type") != event_type:
+            return False
+        return payment_id is None or fields.get("payment_id") == payment_id
+
+    entries, _ = stream_page(
+        rt.redis,
+        rt.store.keys.outbox,
+        cursor=None,
+        limit=limit,
+        newest_first=True,
+        since_ms=None,
+        until_ms=None,
+        keep=keep,
+    )
+    rows = [event_out(entry_id, fields).model_dump(mode="json") for entry_id, fields in entries]
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows, ("id", "type", "payment_id", "created_at"))
+
+
+COMMANDS = [events]

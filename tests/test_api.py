@@ -288,6 +288,8 @@ def test_health_readiness_and_metrics(api: ApiClient, stack: Stack) -> None:
     stack.runtime.store.count("deliveries:dead", 1)
     stack.runtime.redis.zadd(stack.runtime.store.keys.poll_schedule, {"p-old": time.time() - 30})
     stack.runtime.redis.zadd(stack.runtime.store.keys.retry_schedule, {"d-1": time.time() + 60})
+    stack.runtime.store.observe_latency("poll", 0.003)
+    stack.runtime.store.observe_latency("poll", 0.2)
     response = api.get("/metrics", token=False)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -303,6 +305,12 @@ def test_health_readiness_and_metrics(api: ApiClient, stack: Stack) -> None:
         'watcher_delivery_queue_depth{queue="retry"} 1.0',
         'watcher_delivery_queue_depth{queue="first_attempt"} 0.0',
         'watcher_oldest_overdue_seconds{schedule="retry"} 0.0',
+        'watcher_poll_duration_seconds_bucket{le="0.005"} 1.0',
+        'watcher_poll_duration_seconds_bucket{le="0.1"} 1.0',
+        'watcher_poll_duration_seconds_bucket{le="0.25"} 2.0',
+        'watcher_poll_duration_seconds_bucket{le="+Inf"} 2.0',
+        "watcher_poll_duration_seconds_count 2.0",
+        "watcher_poll_duration_seconds_sum 0.203",
     ):
         assert line in text, line
     overdue = next(

@@ -95,6 +95,10 @@ class Keys:
     def sweep_lock(self) -> str:
         return f"{self._base}:lock:sweep"
 
+    def latency(self, kind: str) -> str:
+        """Hash: a latency histogram (per-bucket counts, count, sum in microseconds)."""
+        return f"{self._base}:latency:{kind}"
+
     @property
     def counters(self) -> str:
         """Hash: monotonically growing counters (polls, errors, transitions...)."""

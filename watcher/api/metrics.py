@@ -17,7 +17,12 @@ from typing import Any, cast
 
 import redis
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from watcher.logging import get_logger
@@ -167,6 +172,13 @@ class WatcherCollector:
             value=counters.get("deliveries:dead", 0),
         )
         yield other
+        buckets, _count, total = self.runtime.store.latency_histogram("poll")
+        yield HistogramMetricFamily(
+            "watcher_poll_duration_seconds",
+            "Time one poll spent reading the payment from Voltage (retries included)",
+            buckets=buckets,
+            sum_value=total,
+        )
 
 
 def _score(pairs: Any) -> float | None:

@@ -6,6 +6,7 @@ never dies on bad answers and a payment is never dropped.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,11 +56,14 @@ def poll_payment(
         store.redis.zrem(store.keys.poll_schedule, payment_id)
         return PollOutcome(payment_id, "skipped", record.status if record else None)
 
+    started = time.monotonic()
     try:
         payment = voltage.get_payment(payment_id)
     except VoltageNotFound:
+        store.observe_latency("poll", time.monotonic() - started)
         return _on_not_found(store, policy, record, now)
     except VoltageAuthError as exc:
+        store.observe_latency("poll", time.monotonic() - started)
         store.count("voltage_errors:auth")
         log.error(  # noqa: TRY400 - an expected answer, a traceback would only add noise
             "voltage rejected our credentials; every payment is affected",
@@ -71,6 +75,7 @@ def poll_payment(
         store.reschedule(payment_id, now + AUTH_ERROR_DELAY)
         return PollOutcome(payment_id, "error", record.status)
     except VoltageError as exc:
+        store.observe_latency("poll", time.monotonic() - started)
         kind = "malformed" if isinstance(exc, VoltageMalformedResponse) else "transient"
         if not exc.retryable:
             kind = "invalid"
@@ -81,6 +86,7 @@ def poll_payment(
         store.reschedule(payment_id, policy.after_error(record, now, exc.retry_after))
         return PollOutcome(payment_id, "error", record.status)
 
+    store.observe_latency("poll", time.monotonic() - started)
     store.count("polls")
     return apply_observation(store, policy, record, payment, now)
 

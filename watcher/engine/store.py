@@ -14,6 +14,9 @@ from watcher.engine.scripts import Scripts
 from watcher.keys import Keys
 from watcher.voltage.models import FINAL_STATUSES, Payment
 
+# Upper bounds (seconds) of the latency histograms.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 @dataclass(frozen=True)
 class TransitionResult:
@@ -240,6 +243,27 @@ class PaymentStore:
 
     def count(self, name: str, amount: int = 1) -> None:
         self.redis.hincrby(self.keys.counters, name, amount)
+
+    def observe_latency(self, kind: str, seconds: float) -> None:
+        """One observation for a Prometheus histogram kept in Redis (workers are many
+        processes; the API reads the sums at scrape time)."""
+        bound = next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
+        key = self.keys.latency(kind)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, f"le:{bound!r}", 1)
+        pipe.hincrby(key, "count", 1)
+        pipe.hincrby(key, "sum_us", round(seconds * 1_000_000))
+        pipe.execute()
+
+    def latency_histogram(self, kind: str) -> tuple[list[tuple[str, int]], int, float]:
+        """Cumulative buckets (as Prometheus wants them), count and sum in seconds."""
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys.latency(kind)))
+        buckets: list[tuple[str, int]] = []
+        running = 0
+        for bound in (*LATENCY_BUCKETS, float("inf")):
+            running += int(raw.get(f"le:{bound!r}", 0))
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return buckets, int(raw.get("count", 0)), int(raw.get("sum_us", 0)) / 1_000_000
 
     def counters(self) -> dict[str, int]:
         raw = cast(dict[str, str], self.redis.hgetall(self.keys.counters))

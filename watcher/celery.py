@@ -27,6 +27,14 @@ ALL_QUEUES = (QUEUE_CONTROL, QUEUE_POLL, QUEUE_DELIVER, QUEUE_RETRY)
 VISIBILITY_TIMEOUT = 3600
 
 
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    if settings.watcher_redis_sentinel_master:
+        # kombu's sentinel:// transport finds the master by this name.
+        options["master_name"] = settings.watcher_redis_sentinel_master
+    return options
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     broker = settings.watcher_redis_url or "redis://127.0.0.1:6379/0"
     tick = settings.watcher_dispatch_interval
@@ -54,7 +62,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": broker,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "broker_transport_options": _transport_options(settings),
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",

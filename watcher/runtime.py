@@ -7,9 +7,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 import requests
+from redis.sentinel import Sentinel
 
 from watcher.delivery.attempts import DeliveryPolicy
 from watcher.delivery.ssrf import guarded_session
@@ -22,20 +25,49 @@ from watcher.settings import ConfigError, Settings, get_settings
 from watcher.voltage.client import VoltageClient
 from watcher.voltage.retry import RetryPolicy
 
+_REDIS_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 30,
+}
+
+
+def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """`sentinel://[:password@]host:port[/db];sentinel://host2:port...` (Celery's form) into
+    the sentinels' addresses and the master's connection options."""
+    hosts: list[tuple[str, int]] = []
+    options: dict[str, Any] = {}
+    for part in url.split(";"):
+        parsed = urlsplit(part.strip())
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ConfigError(f"WATCHER_REDIS_URL: cannot read sentinel address {part!r}")
+        hosts.append((parsed.hostname, parsed.port or 26379))
+        if parsed.password:
+            options["password"] = unquote(parsed.password)
+        if parsed.path.strip("/").isdigit():
+            options["db"] = int(parsed.path.strip("/"))
+    return hosts, options
+
 
 def redis_from_settings(settings: Settings) -> redis.Redis:
-    if not settings.watcher_redis_url:
+    url = settings.watcher_redis_url
+    if not url:
         raise ConfigError(
             "WATCHER_REDIS_URL is not set (single-machine mode sets it for its children; "
             "otherwise point it at your Redis)"
         )
-    return redis.Redis.from_url(
-        settings.watcher_redis_url,
-        decode_responses=True,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-    )
+    if url.startswith("sentinel://"):
+        hosts, options = sentinel_hosts(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            hosts, socket_timeout=5, sentinel_kwargs={"socket_timeout": 5}
+        )
+        master = settings.watcher_redis_sentinel_master or ""
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            master, **_REDIS_OPTIONS, **options
+        )
+        return client
+    return redis.Redis.from_url(url, **_REDIS_OPTIONS)
 
 
 @dataclass

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
 
     # --- Redis and the process --------------------------------------------------------------
     watcher_redis_url: str | None = None
+    watcher_redis_sentinel_master: str | None = None
     watcher_data_dir: Path = Path("./data")
     watcher_redis_prefix: str = Field(default="vw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
@@ -136,6 +137,7 @@ class Settings(BaseSettings):
         "voltage_wallet_id",
         "voltage_webhook_secret",
         "watcher_flower_basic_auth",
+        "watcher_redis_sentinel_master",
         mode="before",
     )
     @classmethod
@@ -224,6 +226,16 @@ class Settings(BaseSettings):
         if any(interval <= 0 for _, interval in value):
             raise ValueError("intervals must be positive seconds")
         return value
+
+    @model_validator(mode="after")
+    def _check_sentinel(self) -> Settings:
+        url = self.watcher_redis_url or ""
+        if url.startswith("sentinel://") and not self.watcher_redis_sentinel_master:
+            raise ValueError(
+                "WATCHER_REDIS_SENTINEL_MASTER must name the monitored master when "
+                "WATCHER_REDIS_URL is a sentinel:// URL"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_delivery_lease(self) -> Settings:

@@ -50,6 +50,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "options": {"queue": QUEUE_CONTROL, "expires": max(5.0, tick * 5)},
         },
     }
+    schedule["forget-old"] = {
+        "task": "watcher.forget_old",
+        "schedule": 3600.0,
+        "options": {"queue": QUEUE_CONTROL, "expires": 1800.0},
+    }
     if settings.watcher_sweep_interval > 0:
         schedule["sweep-recent-finals"] = {
             "task": "watcher.sweep_recent_finals",
@@ -76,6 +81,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "watcher.dispatch_polls": {"queue": QUEUE_CONTROL},
             "watcher.sweep_recent_finals": {"queue": QUEUE_CONTROL},
+            "watcher.forget_old": {"queue": QUEUE_CONTROL},
             "watcher.dispatch_deliveries": {"queue": QUEUE_CONTROL},
             "watcher.poll_payments": {"queue": QUEUE_POLL},
             "watcher.deliver": {"queue": QUEUE_DELIVER},

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     watcher_delivery_lease: float = Field(default=120.0, gt=0, le=3600)
     watcher_delivery_chunk: int = Field(default=10, ge=1, le=1000)
 
+    # --- Retention ---------------------------------------------------------------------------
+    watcher_retention: float = Field(default=30 * 86400.0, ge=3600, le=3650 * 86400)
+
     # --- Monitoring --------------------------------------------------------------------------
     watcher_flower_basic_auth: SecretStr | None = None
 
@@ -226,6 +229,17 @@ class Settings(BaseSettings):
         if any(interval <= 0 for _, interval in value):
             raise ValueError("intervals must be positive seconds")
         return value
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        retrying = sum(self.watcher_webhook_retry_schedule)
+        if self.watcher_retention <= retrying:
+            raise ValueError(
+                f"WATCHER_RETENTION ({self.watcher_retention:g} s) must exceed the whole "
+                f"WATCHER_WEBHOOK_RETRY_SCHEDULE ({retrying:g} s), or events are forgotten "
+                "while their deliveries still retry"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_sentinel(self) -> Settings:

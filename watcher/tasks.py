@@ -12,6 +12,7 @@ from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
 from watcher.delivery.attempts import attempt_chunk, group_by_subscription
 from watcher.engine.dispatcher import dispatch_due_polls
 from watcher.engine.poller import poll_payment
+from watcher.engine.retention import forget_old
 from watcher.engine.sweeper import sweep_recent_finals
 from watcher.logging import bind, get_logger, unbind
 from watcher.runtime import Runtime, get_runtime
@@ -116,6 +117,21 @@ def deliver(delivery_ids: list[str]) -> list[str]:
     return attempt_chunk(
         rt.deliveries, rt.webhook_session, rt.delivery_policy, delivery_ids, rt.clock
     )
+
+
+@app.task(name="watcher.forget_old", ignore_result=True)
+def forget_old_task() -> int:
+    rt = get_runtime()
+    result = forget_old(
+        rt.store, rt.deliveries, now=rt.clock(), retention=rt.settings.watcher_retention
+    )
+    log.info(
+        "retention",
+        payments=result.payments,
+        deliveries=result.deliveries,
+        events=result.events,
+    )
+    return result.payments + result.deliveries + result.events
 
 
 @app.task(name="watcher.sweep_recent_finals", ignore_result=True)

@@ -84,7 +84,11 @@ class RedisServer:
             str(self.data_dir / "redis.log"),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        # Its own session: a Ctrl-C meant for `watcher up` must not kill Redis before the
+        # workers have stopped cleanly.
+        self.process = subprocess.Popen(  # noqa: S603
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis(host=self.host, port=self.port, socket_timeout=1)
         try:

@@ -161,4 +161,24 @@ def up(host: str, port: int, simulate: bool, simulator_port: int, flower_port: i
     sys.exit(supervisor.run())
 
 
-COMMANDS = [show_config, simulator, api, flower, up]
+@click.command("demo")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the temporary data dir (Redis data, process logs) and print its path.",
+)
+@click.option(
+    "--timeout",
+    default=45.0,
+    show_default=True,
+    type=click.FloatRange(min=1, max=3600),
+    help="Seconds the whole demo may take, start-up included, before it gives up.",
+)
+def demo(keep: bool, timeout: float) -> None:
+    """Everything on temporary ports against the SIMULATED Voltage API: pay, expire, fail."""
+    from watcher.demo import run_demo
+
+    sys.exit(run_demo(timeout=timeout, keep=keep))
+
+
+COMMANDS = [show_config, simulator, api, flower, up, demo]

@@ -283,3 +283,21 @@ def test_sweep_pulls_watched_finals_forward(store: PaymentStore) -> None:
     assert sorted(listed.calls[0]["statuses"]) == ["completed", "expired", "failed"]
     # Nothing emitted: the normal poll confirms with a read of the payment first.
     assert store.outbox_events() == []
+
+
+def test_a_transition_detected_again_keeps_its_event_id(store: PaymentStore) -> None:
+    """If Redis lost the last writes and the watcher detects the same transition again,
+    receivers see the same webhook-id and dedupe it."""
+    record = adopt(store)
+    completed = voltage_payment(record.id, "completed")
+    first = poll_payment(store, FixedReader(completed), POLICY, record.id, NOW + 1)
+    store.redis.delete(store.keys.payment(record.id), store.keys.transitions(record.id))
+    store.adopt(
+        voltage_payment(record.id, "receiving"),
+        source="created",
+        now=NOW + 2,
+        first_poll_at=NOW + 2,
+    )
+    again = poll_payment(store, FixedReader(completed), POLICY, record.id, NOW + 3)
+    assert first.event_id is not None
+    assert again.event_id == first.event_id

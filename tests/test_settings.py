@@ -153,3 +153,20 @@ def test_env_example_as_dotenv_gives_the_defaults(
     assert from_example.model_dump() == defaults.model_dump()
     with pytest.raises(ConfigError, match="VOLTAGE_API_KEY"):
         from_example.require_voltage()
+
+
+def test_redis_password_is_masked_and_redacted(tmp_path: Path) -> None:
+    env = {**WATCHER_ENV, "WATCHER_REDIS_URL": "redis://:hunter2-redis-pass@10.0.0.5:6379/0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "watcher", "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "hunter2-redis-pass" not in result.stdout
+    assert "redis://:**********@10.0.0.5:6379/0" in result.stdout
+    settings = load_settings(watcher_redis_url="redis://:hunter2-redis-pass@10.0.0.5:6379/0")
+    assert "hunter2-redis-pass" in settings.secret_values()

@@ -10,6 +10,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -279,15 +280,33 @@ class Settings(BaseSettings):
                 + " (set them in the environment or .env; see .env.example)"
             )
 
+    def redis_url_for_display(self) -> str | None:
+        """The Redis URL with any password replaced, for `watcher config` and logs."""
+        url = self.watcher_redis_url
+        if not url:
+            return url
+        return ";".join(_mask_password(part) for part in url.split(";"))
+
     def secret_values(self) -> list[str]:
         """Every secret this process knows, for the log redactor."""
         secrets = [self.voltage_api_key, self.voltage_webhook_secret, *self.watcher_api_tokens]
         values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        redis_password = urlsplit((self.watcher_redis_url or "").split(";")[0]).password
+        if redis_password:
+            values.append(redis_password)
         if self.watcher_flower_basic_auth is not None:
             for pair in self.watcher_flower_basic_auth.get_secret_value().split(","):
                 values.append(pair)
                 values.append(pair.partition(":")[2])
         return values
+
+
+def _mask_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":**********@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def describe_validation_error(error: ValidationError) -> str:

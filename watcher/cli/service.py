@@ -19,6 +19,7 @@ def show_config() -> None:
     """Print the effective settings as JSON (secrets masked) and exit non-zero if invalid."""
     settings = settings_or_exit()
     shown: dict[str, Any] = json.loads(settings.model_dump_json())
+    shown["watcher_redis_url"] = settings.redis_url_for_display()
     echo_json(dict(sorted(shown.items())))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +42,14 @@ def is_legal_move(old: str, new: str) -> bool:
 
 def new_event_id() -> str:
     return f"evt_{uuid.uuid4().hex}"
+
+
+def transition_event_id(payment_id: str, status: str) -> str:
+    """A payment reaches a final status once, so its event id is derived from both: if Redis
+    ever loses its last second of writes and the transition is detected again, subscribers
+    get the same `webhook-id` and their dedupe holds."""
+    digest = hashlib.sha256(f"{payment_id}\x00{status}".encode()).hexdigest()
+    return f"evt_{digest[:32]}"
 
 
 def iso_timestamp(at: float) -> str:

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import redis
 
-from watcher.engine.records import PaymentRecord, event_body, new_event_id
+from watcher.engine.records import PaymentRecord, event_body, transition_event_id
 from watcher.engine.scripts import Scripts
 from watcher.keys import Keys
 from watcher.voltage.models import FINAL_STATUSES, Payment
@@ -72,7 +72,7 @@ def _final_event(
         status=payment.status,
         payment=payment.raw,
     )
-    return new_event_id(), event_type, body
+    return transition_event_id(payment.id, payment.status), event_type, body
 
 
 class PaymentStore:

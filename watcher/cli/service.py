@@ -156,6 +156,9 @@ def up(host: str, port: int, simulate: bool, simulator_port: int, flower_port: i
     )
     try:
         supervisor.start()
+    except KeyboardInterrupt:
+        supervisor.stop()
+        sys.exit(130)
     except Exception as exc:
         supervisor.stop()
         fail(str(exc))

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 
-from watcher.delivery.subscriptions import TEST_EVENT_TYPE, SubscriptionStore
+from watcher.delivery.subscriptions import TEST_EVENT_TYPE, Subscription, SubscriptionStore
 from watcher.engine.records import iso_timestamp, new_event_id
 from watcher.engine.scripts import CLAIM_DUE
 from watcher.keys import Keys
@@ -206,11 +206,14 @@ class DeliveryStore:
         return OutboxEvent(entry, event_id, TEST_EVENT_TYPE, None, body, subscription_id)
 
     # --- fan-out --------------------------------------------------------------------------
-    def fan_out(self, event: OutboxEvent, now: float) -> list[str]:
-        """One delivery per matching enabled subscription; repeating it creates nothing new."""
+    def fan_out(
+        self, event: OutboxEvent, now: float, enabled: list[Subscription] | None = None
+    ) -> list[str]:
+        """One delivery per matching enabled subscription; repeating it creates nothing new.
+        `enabled` lets a batch read the subscriptions once instead of once per event."""
         payment = json.loads(event.body).get("data", {}).get("payment")
         created = []
-        for sub in self.subscriptions.all_enabled():
+        for sub in self.subscriptions.all_enabled() if enabled is None else enabled:
             if event.target is not None and sub.id != event.target:
                 continue
             if event.target is None and not sub.matches(event.event_type, payment):
@@ -272,8 +275,9 @@ class DeliveryStore:
 
     def _fan_out_entries(self, entries: list[tuple[str, dict[str, str]]], now: float) -> int:
         made = 0
+        enabled = self.subscriptions.all_enabled() if entries else []
         for entry_id, fields in entries:
-            made += len(self.fan_out(OutboxEvent.from_entry(entry_id, fields), now))
+            made += len(self.fan_out(OutboxEvent.from_entry(entry_id, fields), now, enabled))
             self.redis.xack(self.keys.outbox, self.keys.OUTBOX_GROUP, entry_id)
         return made
 
@@ -436,7 +440,6 @@ class DeliveryStore:
         since: float,
         until: float,
         now: float,
-        resend: Callable[[str, float], Delivery | None] | None = None,
     ) -> list[str]:
         """Re-send every failed or dead delivery of a subscription created in [since, until]."""
         chosen = []
@@ -453,9 +456,8 @@ class DeliveryStore:
             if not ids:
                 break
             offset += len(ids)
-            for delivery_id in ids:
-                delivery = self.get(delivery_id)
+            for delivery, delivery_id in zip(self.get_many(ids), ids, strict=True):
                 if delivery is not None and delivery.status in (FAILED, DEAD):
-                    (resend or self.redeliver)(delivery_id, now)
+                    self.redeliver(delivery_id, now)
                     chosen.append(delivery_id)
         return chosen

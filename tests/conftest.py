@@ -10,12 +10,16 @@ import redis
 
 from watcher.redis_server import RedisServer
 
+STACK_DATABASES = 1024
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """Our own redis-server for the whole session; never touches the machine's Redis."""
     data_dir: Path = tmp_path_factory.mktemp("redis")
-    server = RedisServer(data_dir).start()
+    # One database per stack: reusing a database a previous stack's broker used is what made
+    # later tests order-dependent, so there are enough that the session never wraps.
+    server = RedisServer(data_dir, extra_args=["--databases", str(STACK_DATABASES)]).start()
     try:
         yield server
     finally:
@@ -44,6 +48,7 @@ from typing import Any  # noqa: E402
 
 import requests  # noqa: E402
 
+from tests.receiver import Receiver  # noqa: E402
 from tests.support import CeleryProcess, beat_command, clean_env, worker_command  # noqa: E402
 from watcher.runtime import Runtime  # noqa: E402
 from watcher.settings import Settings, load_settings  # noqa: E402
@@ -120,6 +125,7 @@ class Stack:
             self.tmp / f"{name}-{uuid.uuid4().hex[:6]}.log",
         ).start()
         self.processes.append(proc)
+        proc.wait_ready()
         return proc
 
     def start_beat(self) -> CeleryProcess:
@@ -143,7 +149,7 @@ def make_stack(
     stacks: list[Stack] = []
 
     def build(**overrides: str) -> Stack:
-        db = next(_databases) % 16 or 1
+        db = next(_databases) % STACK_DATABASES or 1
         url = f"redis://127.0.0.1:{redis_server.port}/{db}"
         redis.Redis.from_url(url).flushdb()
         values = {
@@ -174,3 +180,18 @@ def make_stack(
     yield build
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[[], Receiver]]:
+    """Start webhook receivers on loopback as a test needs them; all stopped afterwards."""
+    started: list[Receiver] = []
+
+    def make() -> Receiver:
+        receiver = Receiver().start()
+        started.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in started:
+        receiver.stop()

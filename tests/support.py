@@ -64,6 +64,18 @@ class CeleryProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the worker says it consumes: a message with a short `expires` (a dispatcher
+        tick) sent before that could expire unread on a slow machine."""
+        wait_until(
+            lambda: " ready." in self.log_text() or not self.alive,
+            timeout=timeout,
+            interval=0.1,
+            message=f"{' '.join(self.command[:1])} to be ready",
+        )
+        if not self.alive:
+            raise AssertionError(f"celery exited early:\n{self.log_text()[-2000:]}")
+
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

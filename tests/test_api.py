@@ -138,20 +138,6 @@ def api(stack: Stack) -> Iterator[ApiClient]:
 
 
 @pytest.fixture
-def receivers() -> Iterator[Callable[[], Receiver]]:
-    started: list[Receiver] = []
-
-    def make() -> Receiver:
-        receiver = Receiver().start()
-        started.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in started:
-        receiver.stop()
-
-
-@pytest.fixture
 def clean_faults(sim_control: SimControl) -> Iterator[SimControl]:
     sim_control.clear_faults()
     try:

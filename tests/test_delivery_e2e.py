@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,6 @@ from watcher.redis_server import free_port
 pytestmark = pytest.mark.timeout(180)
 
 FAST_RETRIES = "0,0.5,0.5"
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[[], Receiver]]:
-    started: list[Receiver] = []
-
-    def make() -> Receiver:
-        receiver = Receiver().start()
-        started.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in started:
-        receiver.stop()
 
 
 def running_stack(make_stack: Callable[..., Stack], **overrides: str) -> Stack:

@@ -96,17 +96,21 @@ def test_missing_voltage_credentials_are_named(
     assert "VOLTAGE_API_KEY" not in message
 
 
-def test_bad_setting_stops_the_command_at_start_up(tmp_path: Path) -> None:
-    env = {**WATCHER_ENV, "WATCHER_LOG_FORMAT": "yaml"}
-    result = subprocess.run(
+def watcher_config(tmp_path: Path, *, check: bool, **env: str) -> subprocess.CompletedProcess[str]:
+    """`watcher config` in a clean directory with only these WATCHER_/VOLTAGE_ variables."""
+    return subprocess.run(
         [sys.executable, "-m", "watcher", "config"],
         cwd=tmp_path,
-        env=env,
+        env={**WATCHER_ENV, **env},
         capture_output=True,
         text=True,
         timeout=60,
-        check=False,
+        check=check,
     )
+
+
+def test_bad_setting_stops_the_command_at_start_up(tmp_path: Path) -> None:
+    result = watcher_config(tmp_path, check=False, WATCHER_LOG_FORMAT="yaml")
     assert result.returncode == 2
     assert "WATCHER_LOG_FORMAT" in result.stderr
     assert "Traceback" not in result.stderr
@@ -114,16 +118,7 @@ def test_bad_setting_stops_the_command_at_start_up(tmp_path: Path) -> None:
 
 def test_config_command_masks_secrets(tmp_path: Path) -> None:
     secret = "vk_live_" + "9" * 24
-    env = {**WATCHER_ENV, "VOLTAGE_API_KEY": secret}
-    result = subprocess.run(
-        [sys.executable, "-m", "watcher", "config"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = watcher_config(tmp_path, check=True, VOLTAGE_API_KEY=secret)
     assert secret not in result.stdout
     assert '"voltage_api_key": "**********"' in result.stdout
 
@@ -156,16 +151,8 @@ def test_env_example_as_dotenv_gives_the_defaults(
 
 
 def test_redis_password_is_masked_and_redacted(tmp_path: Path) -> None:
-    env = {**WATCHER_ENV, "WATCHER_REDIS_URL": "redis://:hunter2-redis-pass@10.0.0.5:6379/0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "watcher", "config"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    url = "redis://:hunter2-redis-pass@10.0.0.5:6379/0"
+    result = watcher_config(tmp_path, check=True, WATCHER_REDIS_URL=url)
     assert "hunter2-redis-pass" not in result.stdout
     assert "redis://:**********@10.0.0.5:6379/0" in result.stdout
     settings = load_settings(watcher_redis_url="redis://:hunter2-redis-pass@10.0.0.5:6379/0")

@@ -818,7 +818,6 @@ def test_simulator_rejects_what_voltage_rejects(sim: SimulatorServer, ctl: Contr
                     "currency": "btc",
                     "expiration": 999_999,
                 },
-                read_body=False,
             )
         assert client.request_count == 1
     assert info.value.status == 422
@@ -963,6 +962,20 @@ def test_malformed_json_is_retried_then_succeeds(sim: SimulatorServer, ctl: Cont
         assert client.get_payment(pid).id == pid
         assert client.request_count - before == 3
     assert len(ft.sleeps) == 2
+
+
+def test_a_garbled_create_answer_is_retried_and_creates_the_payment_once(
+    sim: SimulatorServer, ctl: Control
+) -> None:
+    # A 200 whose body is not JSON did not come from Voltage: the create may not have happened,
+    # so it is retried with the same id (found by the fault suite: trusting it lost payments).
+    ctl.fault("malformed", count=1, method="POST", path="/payments")
+    with client_for(sim) as client:
+        client.retry = FakeTime().policy(budget=5.0)
+        before = client.request_count
+        pid = client.submit_receive(wallet_id=WALLET, amount_msats=1000)
+        assert client.request_count - before == 2
+    assert ctl.call("GET", f"/payments/{pid}")["id"] == pid
 
 
 def test_persistent_malformed_json_is_raised(sim: SimulatorServer, ctl: Control) -> None:

@@ -200,7 +200,6 @@ class VoltageClient:
                 parse=_ignore_body,
                 json_body=body,
                 payment_id=pid,
-                read_body=False,
             )
         except VoltageConflict as exc:
             if exc.type != "payment_exists":
@@ -420,7 +419,6 @@ class VoltageClient:
         params: list[tuple[str, str]] | None = None,
         json_body: dict[str, Any] | None = None,
         payment_id: str | None = None,
-        read_body: bool = True,
     ) -> T:
         """One logical call: attempts until success, a final error or the budget runs out."""
         policy = self.retry
@@ -435,7 +433,6 @@ class VoltageClient:
                     parse=parse,
                     params=params,
                     json_body=json_body,
-                    read_body=read_body,
                 )
             except VoltageError as exc:
                 elapsed = policy.clock() - started
@@ -477,12 +474,8 @@ class VoltageClient:
         parse: Callable[[Any], T],
         params: list[tuple[str, str]] | None = None,
         json_body: dict[str, Any] | None = None,
-        read_body: bool = True,
     ) -> T:
-        """Exactly one HTTP request; its outcome as a value or a typed error.
-
-        With ``read_body=False`` a 2xx body is ignored (create answers 202 with none).
-        """
+        """Exactly one HTTP request; its outcome as a value or a typed error."""
         if self._closed:
             raise RuntimeError("VoltageClient is closed")
         where = f"{method} {self._base_path}{path}"
@@ -527,8 +520,9 @@ class VoltageClient:
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
             if 200 <= status < 300:
-                if not read_body:
-                    return parse(None)
+                # Even create's answer is read: a 2xx whose body is not JSON did not come
+                # from Voltage (a proxy, a cut connection), so "created" is not known and the
+                # call is retried; with the same id that is safe (409 then means it exists).
                 try:
                     return parse(_json_body(response, where))
                 except VoltageMalformedResponse as exc:

@@ -784,8 +784,9 @@ def redis_directives() -> dict[str, list[str]]:
 def test_redis_conf_is_durable_and_never_evicts() -> None:
     d = redis_directives()
     assert d["appendonly"] == ["yes"]
-    assert d["appendfsync"] == ["everysec"]
+    assert d["appendfsync"] == ["always"]
     assert d["maxmemory-policy"] == ["noeviction"]
+    assert d["hash-max-listpack-value"] == ["1024"]
     assert d["aof-use-rdb-preamble"] == ["yes"]
     assert d["save"] == ['""']  # no RDB snapshot schedule to rely on
     assert d["protected-mode"] == ["yes"]
@@ -822,8 +823,9 @@ def test_redis_conf_loads_in_a_real_redis_server_with_the_compose_overrides(
         wait_until(answers, timeout=10, message="redis-server with deploy/redis.conf")
         config = client.config_get("*")
         assert config["appendonly"] == "yes"
-        assert config["appendfsync"] == "everysec"
+        assert config["appendfsync"] == "always"
         assert config["maxmemory-policy"] == "noeviction"
+        assert config["hash-max-listpack-value"] == "1024"
         assert config["aof-use-rdb-preamble"] == "yes"
         assert config["save"] == ""
         assert int(config["maxmemory"]) > 0

@@ -85,9 +85,11 @@ class RedisServer:
             "--appendonly",
             "yes" if self.appendonly else "no",
             "--appendfsync",
-            "everysec",
+            "always",  # nothing acknowledged is lost when Redis or the machine is killed
             "--maxmemory-policy",
             "noeviction",
+            "--hash-max-listpack-value",
+            "1024",  # compact payment records, as deploy/redis.conf explains
             "--protected-mode",
             "yes",
             "--logfile",

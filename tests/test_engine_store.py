@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ from watcher.engine.schedule import PollPolicy
 from watcher.engine.store import PaymentStore
 from watcher.engine.sweeper import sweep_recent_finals
 from watcher.keys import Keys
+from watcher.simulator.invoices import make_invoice
+from watcher.voltage import models
 from watcher.voltage.errors import VoltageAuthError, VoltageNotFound, VoltageTransientError
-from watcher.voltage.models import Payment
+from watcher.voltage.models import Invoice, Payment
 
 NOW = 1_800_000_000.0
 
@@ -301,3 +304,31 @@ def test_a_transition_detected_again_keeps_its_event_id(store: PaymentStore) -> 
     again = poll_payment(store, FixedReader(completed), POLICY, record.id, NOW + 3)
     assert first.event_id is not None
     assert again.event_id == first.event_id
+
+
+def test_an_unchanged_poll_does_not_decode_the_invoice_again(
+    store: PaymentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoice = make_invoice(
+        amount_msat=5_000, description="", expiry=600, timestamp=int(NOW), rng=random.Random(1)
+    )
+    payment_id = str(uuid.uuid4())
+    data = {"payment_request": invoice.payment_request, "amount_msats": 5_000}
+    payment = voltage_payment(payment_id, "receiving", data=data)
+    store.adopt(payment, source="created", now=NOW, first_poll_at=NOW)
+    decodes: list[str] = []
+    real_decode = models.decode_invoice
+
+    def counting_decode(request: str) -> Invoice:
+        decodes.append(request)
+        return real_decode(request)
+
+    monkeypatch.setattr(models, "decode_invoice", counting_decode)
+    for i in range(3):
+        poll_payment(store, FixedReader(payment), POLICY, payment_id, NOW + i)
+    assert decodes == []  # decoding was almost half of a poll's CPU
+    record = store.get(payment_id)
+    assert record is not None
+    assert record.payment_hash == invoice.payment_hash
+    assert record.expires_at == NOW + 600
+    assert record.poll_count == 3

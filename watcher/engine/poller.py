@@ -103,7 +103,8 @@ def apply_observation(
         if record.is_final:
             return PollOutcome(record.id, "lost_race", record.status)
         if payment.status == record.status:
-            store.record_poll(record.id, now=now, fields=payment_fields(payment))
+            fields = payment_fields(payment, decoded_request=_decoded(record))
+            store.record_poll(record.id, now=now, fields=fields)
             return _schedule_next(store, policy, record, now, "unchanged")
         if not is_legal_move(record.status, payment.status):
             store.count("transitions:illegal")
@@ -173,3 +174,8 @@ def _on_not_found(
         return PollOutcome(record.id, "stopped", record.status)
     store.reschedule(record.id, now + policy.generating_interval)
     return PollOutcome(record.id, "not_found", record.status)
+
+
+def _decoded(record: PaymentRecord) -> str | None:
+    """The BOLT11 whose decoded fields the record holds (its hash is only stored by decoding)."""
+    return record.payment_request if record.payment_hash else None

@@ -49,7 +49,13 @@ from typing import Any  # noqa: E402
 import requests  # noqa: E402
 
 from tests.receiver import Receiver  # noqa: E402
-from tests.support import CeleryProcess, beat_command, clean_env, worker_command  # noqa: E402
+from tests.support import (  # noqa: E402
+    CeleryProcess,
+    beat_command,
+    clean_env,
+    stack_values,
+    worker_command,
+)
 from watcher.runtime import Runtime  # noqa: E402
 from watcher.settings import Settings, load_settings  # noqa: E402
 from watcher.simulator import SimulatorConfig  # noqa: E402
@@ -152,24 +158,13 @@ def make_stack(
         db = next(_databases) % STACK_DATABASES or 1
         url = f"redis://127.0.0.1:{redis_server.port}/{db}"
         redis.Redis.from_url(url).flushdb()
-        values = {
-            "WATCHER_REDIS_URL": url,
-            "WATCHER_DATA_DIR": str(tmp_path / "data"),
-            "VOLTAGE_API_URL": simulator.base_url,
-            "VOLTAGE_API_KEY": SIM_KEY,
-            "VOLTAGE_ORGANIZATION_ID": "org-test",
-            "VOLTAGE_ENVIRONMENT_ID": "env-test",
-            "VOLTAGE_WALLET_ID": "wallet-test",
-            "WATCHER_LOG_FORMAT": "json",
-            "WATCHER_DISPATCH_INTERVAL": "0.2",
-            "WATCHER_SWEEP_INTERVAL": "1",
-            "WATCHER_CLAIM_LEASE": "3",
-            "WATCHER_POLL_SCHEDULE": "10:0.5,60:2,3600:10",
-            "WATCHER_GENERATING_POLL_INTERVAL": "0.2",
-            "WATCHER_POLL_RETRY_BUDGET": "0.5",
-            "VOLTAGE_RETRY_BUDGET": "3",
+        values = stack_values(
+            redis_url=url,
+            voltage_url=simulator.base_url,
+            api_key=SIM_KEY,
+            data_dir=tmp_path / "data",
             **overrides,
-        }
+        )
         env = clean_env(**values)
         (tmp_path / "data").mkdir(exist_ok=True)
         settings = load_settings(**{k.lower(): v for k, v in values.items()})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -27,6 +28,11 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    status: int = 0  # what it was answered (0 until decided)
+    delay: float = 0.0  # how long the answer was held back
+
+
+Policy = Callable[[Received], Answer]
 
 
 class Receiver:
@@ -34,6 +40,8 @@ class Receiver:
         self.received: list[Received] = []
         self.script: deque[Answer] = deque()
         self.default = Answer()
+        # Decides the answer when the script is empty; `default` when not set.
+        self.policy: Policy | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         receiver = self
@@ -47,16 +55,18 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                got = Received(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
+                )
                 with receiver._lock:
-                    receiver.received.append(
-                        Received(
-                            self.path,
-                            {k.lower(): v for k, v in self.headers.items()},
-                            body,
-                            time.time(),
-                        )
-                    )
-                    answer = receiver.script.popleft() if receiver.script else receiver.default
+                    if receiver.script:
+                        answer = receiver.script.popleft()
+                    elif receiver.policy is not None:
+                        answer = receiver.policy(got)
+                    else:
+                        answer = receiver.default
+                    got.status, got.delay = answer.status, answer.delay
+                    receiver.received.append(got)
                 if answer.delay and receiver._stop.wait(answer.delay):
                     return
                 self.send_response(answer.status)

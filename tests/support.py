@@ -32,6 +32,36 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
 
 
+# The settings every test stack shares: fast ticks and sweeps, short leases, the simulator.
+TEST_STACK_DEFAULTS = {
+    "VOLTAGE_ORGANIZATION_ID": "org-test",
+    "VOLTAGE_ENVIRONMENT_ID": "env-test",
+    "VOLTAGE_WALLET_ID": "wallet-test",
+    "WATCHER_LOG_FORMAT": "json",
+    "WATCHER_DISPATCH_INTERVAL": "0.2",
+    "WATCHER_SWEEP_INTERVAL": "1",
+    "WATCHER_CLAIM_LEASE": "3",
+    "WATCHER_POLL_SCHEDULE": "10:0.5,60:2,3600:10",
+    "WATCHER_GENERATING_POLL_INTERVAL": "0.2",
+    "WATCHER_POLL_RETRY_BUDGET": "0.5",
+    "VOLTAGE_RETRY_BUDGET": "3",
+}
+
+
+def stack_values(
+    *, redis_url: str, voltage_url: str, api_key: str, data_dir: Path, **overrides: str
+) -> dict[str, str]:
+    """Environment (by variable name) of a test stack on that Redis and simulator."""
+    return {
+        "WATCHER_REDIS_URL": redis_url,
+        "WATCHER_DATA_DIR": str(data_dir),
+        "VOLTAGE_API_URL": voltage_url,
+        "VOLTAGE_API_KEY": api_key,
+        **TEST_STACK_DEFAULTS,
+        **overrides,
+    }
+
+
 def clean_env(**overrides: str) -> dict[str, str]:
     """The current environment without any WATCHER_/VOLTAGE_ variable, plus `overrides`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHER_", "VOLTAGE_"))}

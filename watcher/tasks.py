@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any
 
+import redis
 from celery import Task
 
 from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
@@ -16,6 +18,7 @@ from watcher.engine.retention import forget_old
 from watcher.engine.sweeper import sweep_recent_finals
 from watcher.logging import bind, get_logger, unbind
 from watcher.runtime import Runtime, get_runtime
+from watcher.settings import Settings
 
 log = get_logger(__name__)
 
@@ -138,7 +141,11 @@ def forget_old_task() -> int:
 def sweep() -> int:
     rt = get_runtime()
     s = rt.settings
-    lock = rt.redis.lock(rt.store.keys.sweep_lock, timeout=120, blocking=False)
+    # The lock only stops sweeps piling up behind a slow one; two overlapping sweeps are
+    # harmless. Its expiry is what frees it when its holder is SIGKILLed or Redis restarts
+    # mid-sweep, so it is short: with 120 s the fault suite saw sweeps skipped for up to two
+    # minutes and finished payments found 40 s late.
+    lock = rt.redis.lock(rt.store.keys.sweep_lock, timeout=sweep_lock_ttl(s), blocking=False)
     if not lock.acquire(blocking=False):
         return 0
     try:
@@ -152,4 +159,10 @@ def sweep() -> int:
         )
         return result.pulled_forward
     finally:
-        lock.release()
+        # Expired meanwhile, or Redis is down: the expiry frees it either way.
+        with contextlib.suppress(redis.exceptions.LockError, redis.exceptions.ConnectionError):
+            lock.release()
+
+
+def sweep_lock_ttl(settings: Settings) -> float:
+    return max(10.0, 3 * settings.watcher_sweep_interval)

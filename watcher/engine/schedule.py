@@ -71,9 +71,13 @@ class PollPolicy:
     def after_error(
         self, record: PaymentRecord, now: float, retry_after: float | None = None
     ) -> float:
-        """Back off on 429/5xx/timeouts, longer each time in a row, capped, never dropped."""
+        """Back off on 429/5xx/timeouts, longer each time in a row, capped, never dropped.
+
+        A first error waits one normal interval (doubling at once made a single 429 cost a
+        30 s payment a full minute); only errors in a row double it.
+        """
         base = max(1.0, self.interval(record, now))
-        streak = min(record.error_streak, 10)
+        streak = min(max(record.error_streak - 1, 0), 10)
         delay = min(self.error_backoff_max, base * (2**streak))
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.error_backoff_max))

@@ -208,3 +208,25 @@ def test_many_concurrent_real_polls_of_a_completed_payment_make_one_event(
     assert len(outcomes) == 16
     assert outcomes.count("final") == 1
     assert len(events_for(stack, payment_id)) == 1
+
+
+def test_a_sweep_polls_the_payments_it_finds_without_waiting_for_a_tick(
+    make_stack: Callable[..., Stack], sim_control: SimControl
+) -> None:
+    # Ticks a minute apart and a 10-minute poll interval: only the sweep (every second) can
+    # bring this payment's poll forward, and only its own dispatch can send it before the
+    # next tick.
+    stack = make_stack(
+        WATCHER_DISPATCH_INTERVAL="60",
+        WATCHER_POLL_SCHEDULE="3600:600",
+        WATCHER_GENERATING_POLL_INTERVAL="60",
+        WATCHER_SWEEP_INTERVAL="1",
+    )
+    stack.start_worker()
+    stack.start_beat()
+    rt = stack.runtime
+    payment = create_and_watch(rt, amount_msats=1_000).record.id
+    sim_control.settle(payment)
+    assert wait_for_event(stack, payment, timeout=20)["type"] == "payment.completed"
+    assert rt.store.counters().get("dispatch_ticks", 0) == 0  # beat's first tick is at 60 s
+    assert rt.store.counters()["sweep_pulled_forward"] >= 1

@@ -39,9 +39,14 @@ def _consumer() -> str:
 @app.task(name="watcher.dispatch_polls", ignore_result=True)
 def dispatch_polls() -> int:
     rt = get_runtime()
+    rt.store.count("dispatch_ticks")
+    return dispatch_due_polls_now(rt)
+
+
+def dispatch_due_polls_now(rt: Runtime) -> int:
+    """Claim what is due and send it to the poll queue (a tick's work, or a sweep's)."""
     s = rt.settings
     lease = s.watcher_claim_lease
-    rt.store.count("dispatch_ticks")
 
     def send(ids: list[str]) -> None:
         _send(poll_payments, ids, queue=QUEUE_POLL, expires=lease, what="payment ids")
@@ -157,6 +162,10 @@ def sweep() -> int:
             max_pages=s.watcher_sweep_max_pages,
             wallet_id=s.voltage_wallet_id,
         )
+        if result.pulled_forward:
+            # Poll them now rather than at the next tick: that wait was most of the sweep's
+            # share of detection latency (bench.detection: worst case sweep interval + tick).
+            dispatch_due_polls_now(rt)
         return result.pulled_forward
     finally:
         # Expired meanwhile, or Redis is down: the expiry frees it either way.

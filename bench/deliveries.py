@@ -41,10 +41,7 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
-import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -56,12 +53,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any, cast
 
 import requests
 
-from bench.detection import Child, child_env, fmt, log, print_table, wait_for
+from bench.common import (
+    PROJECT_ROOT,
+    Child,
+    child_env,
+    exit_on_sigterm,
+    fmt,
+    load_average,
+    log,
+    log_tails,
+    machine_line,
+    print_table,
+    remove_or_keep,
+    wait_for,
+    write_json,
+)
 from watcher.delivery.attempts import USER_AGENT, attempt_delivery
 from watcher.delivery.signing import WebhookVerificationError, verify, webhook_headers
 from watcher.logging import configure_logging
@@ -70,7 +80,6 @@ from watcher.runtime import Runtime
 from watcher.settings import Settings, load_settings
 from watcher.voltage.models import Payment
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CAP = int(Settings.model_fields["watcher_webhook_max_in_flight"].default)
 POLL_EVERY = 0.005  # seconds between reads of the succeeded counter while waiting
 SUCCEEDED = "deliveries:succeeded"
@@ -277,6 +286,7 @@ class Params:
     deadline: float
     keep: bool
     celery_conf: dict[str, Any]
+    json_path: Path | None
 
 
 @dataclass(frozen=True)
@@ -904,23 +914,6 @@ def run_trace(stack: Stack, k: int) -> Trace:
 # --- report -----------------------------------------------------------------------------------
 
 
-def machine_line(stack: Stack, load_before: str) -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    version = stack.rt.redis.info("server").get("redis_version", "?")
-    return (
-        f"machine: nproc={affinity} (cpu_count={os.cpu_count()}, {model}), "
-        f"python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.release()} {platform.machine()}, "
-        f"redis-server {version}, load avg before run {load_before}"
-    )
-
-
 def throughput_table(params: Params, runs: list[Run]) -> None:
     plains = [r for r in runs if r.kind == "plain"]
     one, many = plains[0], plains[-1]
@@ -1166,7 +1159,7 @@ def report(
 ) -> list[str]:
     print()
     print("=== voltage-watcher delivery throughput benchmark ===")
-    print(machine_line(stack, load_before))
+    print(machine_line(stack.rt.redis.info("server").get("redis_version", "?"), load_before))
     main = batches["main"]
     sizes = [len(e.body) for e in main.events]
     dispatch = (
@@ -1263,6 +1256,9 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         "(e.g. worker_send_task_events=false); VALUE is read as JSON, else as a string",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="also write the headline numbers"
+    )
     args = parser.parse_args(argv)
     celery_conf: dict[str, Any] = {}
     for item in args.celery_conf:
@@ -1295,11 +1291,8 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         deadline=args.deadline or 60 + n / 20,
         keep=args.keep,
         celery_conf=celery_conf,
+        json_path=args.json,
     )
-
-
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def execute(
@@ -1337,12 +1330,36 @@ def execute(
     return runs, trace
 
 
+def headline(params: Params, runs: list[Run], problems: list[str]) -> dict[str, Any]:
+    """The numbers `--json` writes (and `bench/run_all` shows)."""
+    watchers = [r for r in runs if r.kind == "watcher"]
+    plains = [r for r in runs if r.kind == "plain"]
+    direct = next((r for r in runs if r.kind == "direct"), None)
+    main_run = watchers[0] if watchers else None
+    default_cap = watchers[1] if len(watchers) > 1 else None
+    return {
+        "bench": "deliveries",
+        "deliveries": params.deliveries,
+        "pool": params.pool,
+        "concurrency": params.concurrency,
+        "in_flight_cap": params.cap,
+        "plain_threads": params.concurrency,
+        "deliveries_per_s_worker": main_run.rate if main_run else None,
+        "deliveries_per_s_worker_default_cap": default_cap.rate if default_cap else None,
+        "deliveries_per_s_plain_1": plains[0].rate if plains else None,
+        "deliveries_per_s_plain_threads": plains[-1].rate if plains else None,
+        "deliveries_per_s_direct": direct.rate if direct else None,
+        "worker_cpu_ms_per_delivery": main_run.per_item(main_run.delta.worker_cpu)
+        if main_run
+        else None,
+        "problems": len(problems),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     params = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    load_before = "?"
-    with contextlib.suppress(OSError):
-        load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    exit_on_sigterm()
+    load_before = load_average()
     tmp = Path(tempfile.mkdtemp(prefix="vw-bench-deliveries-"))
     stack = Stack(params, tmp)
     started = time.time()
@@ -1355,18 +1372,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = report(params, stack, runs, batches, trace, load_before, started)
         for problem in problems:
             print(f"PROBLEM: {problem}")
+        if params.json_path is not None:
+            write_json(params.json_path, headline(params, runs, problems))
         failed = False
         return 1 if problems else 0
     finally:
         if failed:
-            for child in (stack.receiver, stack.worker, stack.beat):
-                if child is not None and child.tail():
-                    log(f"last lines of {child.name}.log:\n{child.tail()}")
+            log_tails((stack.receiver, stack.worker, stack.beat))
         stack.stop()
-        if params.keep or failed:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_or_keep(tmp, keep=params.keep, failed=failed)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
+import requests
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 JsonScalar = str | int | float | bool | None
@@ -112,6 +114,40 @@ def wait_for(
                 return
         time.sleep(0.1)
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def start_simulator(
+    port: int, api_key: str, *, generating_delay: float, cwd: Path, http: requests.Session
+) -> Child:
+    """`watcher simulator` as a child process on loopback, returned once it answers."""
+    child = Child(
+        "simulator",
+        [
+            sys.executable,
+            "-m",
+            "watcher",
+            "simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            api_key,
+            "--not-found-window",
+            "0",
+            "--generating-delay",
+            str(generating_delay),
+        ],
+        child_env({"WATCHER_LOG_LEVEL": "WARNING", "WATCHER_LOG_FORMAT": "json"}),
+        cwd,
+    ).start()
+    wait_for(
+        "the simulator",
+        lambda: http.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).ok,
+        timeout=30,
+        children=[child],
+    )
+    return child
 
 
 def log_tails(children: Iterable[Child | None]) -> None:

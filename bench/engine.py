@@ -82,6 +82,7 @@ from bench.common import (
     percentile,
     print_table,
     remove_or_keep,
+    start_simulator,
     wait_for,
     write_json,
 )
@@ -264,32 +265,8 @@ class Stack:
     def start(self) -> None:
         self.redis.start()
         self.sim_port = free_port()
-        self.simulator = Child(
-            "simulator",
-            [
-                sys.executable,
-                "-m",
-                "watcher",
-                "simulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.sim_port),
-                "--api-key",
-                API_KEY,
-                "--not-found-window",
-                "0",
-                "--generating-delay",
-                "0",
-            ],
-            child_env({"WATCHER_LOG_LEVEL": "WARNING", "WATCHER_LOG_FORMAT": "json"}),
-            self.tmp,
-        ).start()
-        wait_for(
-            "the simulator",
-            lambda: self.http.get(f"{self.sim_root}/_sim/health", timeout=1).ok,
-            timeout=30,
-            children=[self.simulator],
+        self.simulator = start_simulator(
+            self.sim_port, API_KEY, generating_delay=0, cwd=self.tmp, http=self.http
         )
         data_dir = self.tmp / "data"
         data_dir.mkdir(exist_ok=True)

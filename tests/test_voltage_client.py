@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -1074,3 +1076,54 @@ def test_expired_and_failed_are_final_for_the_wait(sim: SimulatorServer, ctl: Co
         ctl.call("POST", f"/payments/{payment.id}/expire")
         wait_until(lambda: client.get_payment(payment.id).status == PaymentStatus.EXPIRED)
         assert client.wait_for_invoice(payment.id, timeout=1.0).is_final
+
+
+def test_proxy_variables_are_honoured_though_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The environment is read when the client is made (not per request, which cost a quarter
+    # of a poll's CPU): HTTP_PROXY still routes the calls, NO_PROXY still bypasses it.
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(503)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = VoltageClient(
+            base_url="http://voltage.invalid/v1",
+            api_key=SecretStr(SECRET),
+            organization_id=ORG,
+            environment_id=ENV,
+            retry=RetryPolicy(budget=0),
+        )
+        monkeypatch.delenv("HTTP_PROXY")  # read once: later changes do not matter
+        with client, pytest.raises(VoltageTransientError):
+            client.get_payment(str(uuid.uuid4()))
+        assert len(seen) == 1
+        assert seen[0].startswith("http://voltage.invalid/v1/organizations/")
+
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "voltage.invalid")
+        bypassing = VoltageClient(
+            base_url="http://voltage.invalid/v1",
+            api_key=SecretStr(SECRET),
+            organization_id=ORG,
+            environment_id=ENV,
+            retry=RetryPolicy(budget=0),
+        )
+        with bypassing, pytest.raises(VoltageTransientError):
+            bypassing.get_payment(str(uuid.uuid4()))  # DNS fails: it went direct
+        assert len(seen) == 1
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

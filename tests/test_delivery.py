@@ -325,7 +325,13 @@ def test_chunks_group_one_subscriber_and_hand_back_the_rest_on_failure(
     world.deliveries.fan_out_new("c", time.time())
     keys = world.deliveries.keys
     claimed = world.deliveries.claim_due(keys.deliver_schedule, time.time(), 30, 100)
-    chunks = group_by_subscription(world.deliveries, claimed, chunk_size=2)
+    grouped = group_by_subscription(world.deliveries, claimed, chunk_size=2)
+    assert all(
+        world.deliveries.get(d).subscription_id == g.subscription_id  # type: ignore[union-attr]
+        for g in grouped
+        for d in g.delivery_ids
+    )
+    chunks = [g.delivery_ids for g in grouped]
     owners = [{world.deliveries.get(d).subscription_id for d in c} for c in chunks]  # type: ignore[union-attr]
     assert all(len(o) == 1 for o in owners)
     assert sorted(len(c) for c in chunks) == [1, 1, 2, 2]

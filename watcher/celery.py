@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import beat_init, setup_logging, task_postrun, task_prerun
 from kombu import Queue
 
 from watcher.logging import bind, configure_logging
@@ -37,33 +37,15 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     broker = settings.watcher_redis_url or "redis://127.0.0.1:6379/0"
-    tick = settings.watcher_dispatch_interval
+    # Ticks and sweeps are not on this schedule: beat runs them on threads of its own
+    # (watcher/control.py), so they never wait in a queue behind polls or deliveries.
     schedule: dict[str, Any] = {
-        "dispatch-polls": {
-            "task": "watcher.dispatch_polls",
-            "schedule": tick,
-            "options": {"queue": QUEUE_CONTROL, "expires": max(5.0, tick * 5)},
-        },
-        "dispatch-deliveries": {
-            "task": "watcher.dispatch_deliveries",
-            "schedule": tick,
-            "options": {"queue": QUEUE_CONTROL, "expires": max(5.0, tick * 5)},
-        },
-    }
-    schedule["forget-old"] = {
-        "task": "watcher.forget_old",
-        "schedule": 3600.0,
-        "options": {"queue": QUEUE_CONTROL, "expires": 1800.0},
-    }
-    if settings.watcher_sweep_interval > 0:
-        schedule["sweep-recent-finals"] = {
-            "task": "watcher.sweep_recent_finals",
-            "schedule": settings.watcher_sweep_interval,
-            "options": {
-                "queue": QUEUE_CONTROL,
-                "expires": max(5.0, settings.watcher_sweep_interval * 2),
-            },
+        "forget-old": {
+            "task": "watcher.forget_old",
+            "schedule": 3600.0,
+            "options": {"queue": QUEUE_CONTROL, "expires": 1800.0},
         }
+    }
     return {
         "broker_url": broker,
         "broker_connection_retry_on_startup": True,
@@ -126,3 +108,11 @@ def _unbind_task(**_kwargs: Any) -> None:
     import structlog
 
     structlog.contextvars.clear_contextvars()
+
+
+@beat_init.connect
+def _start_control_loop(**_kwargs: Any) -> None:
+    """Beat is the clock: it runs the dispatcher tick and the sweeps itself."""
+    from watcher.control import ControlLoop
+
+    ControlLoop().start()

@@ -14,7 +14,8 @@ import redis
 import requests
 from redis.sentinel import Sentinel
 
-from watcher.delivery.attempts import DeliveryPolicy
+from watcher.delivery.attempts import DeliveryPolicy, attempt_chunk
+from watcher.delivery.engine import DeliveryEngine
 from watcher.delivery.ssrf import guarded_session
 from watcher.delivery.store import DeliveryStore
 from watcher.delivery.subscriptions import SubscriptionStore
@@ -83,6 +84,9 @@ class Runtime:
     _voltage: VoltageClient | None = field(default=None, repr=False)
     _poll_voltage: VoltageClient | None = field(default=None, repr=False)
     _webhook_session: requests.Session | None = field(default=None, repr=False)
+    _delivery_engine: DeliveryEngine | None = field(default=None, repr=False)
+    _thread_sessions: threading.local = field(default_factory=threading.local, repr=False)
+    _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -107,6 +111,27 @@ class Runtime:
         if self._webhook_session is None:
             self._webhook_session = guarded_session(self.settings.watcher_webhook_allow_private)
         return self._webhook_session
+
+    @property
+    def delivery_engine(self) -> DeliveryEngine:
+        """This process's delivery threads (made after Celery forks, on first use)."""
+        with self._engine_lock:
+            if self._delivery_engine is None:
+                self._delivery_engine = DeliveryEngine(
+                    self.settings.watcher_delivery_concurrency, self.attempt_chunk
+                )
+            return self._delivery_engine
+
+    def attempt_chunk(self, delivery_ids: list[str]) -> list[str]:
+        """One subscriber's chunk, on a session of this thread's own: a shared Session's
+        connection pool (10 per host) would be the bottleneck and drop connections."""
+        session: requests.Session | None = getattr(self._thread_sessions, "session", None)
+        if session is None:
+            session = guarded_session(self.settings.watcher_webhook_allow_private)
+            self._thread_sessions.session = session
+        return attempt_chunk(
+            self.deliveries, session, self.delivery_policy, delivery_ids, self.clock
+        )
 
     @property
     def voltage(self) -> VoltageClient:

@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     watcher_webhook_disable_after: float = Field(default=5 * 86400.0, gt=0, le=365 * 86400)
     watcher_delivery_lease: float = Field(default=120.0, gt=0, le=3600)
     watcher_delivery_chunk: int = Field(default=10, ge=1, le=1000)
+    watcher_delivery_concurrency: int = Field(default=64, ge=1, le=1024)
 
     # --- Retention ---------------------------------------------------------------------------
     watcher_retention: float = Field(default=30 * 86400.0, ge=3600, le=3650 * 86400)

@@ -11,7 +11,7 @@ import redis
 from celery import Task
 
 from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
-from watcher.delivery.attempts import attempt_chunk, group_by_subscription
+from watcher.delivery.attempts import SLOT_WAIT, group_by_subscription
 from watcher.engine.dispatcher import dispatch_due_polls
 from watcher.engine.poller import poll_payment
 from watcher.engine.retention import forget_old
@@ -26,10 +26,18 @@ log = get_logger(__name__)
 FAN_OUT_REPAIR_IDLE_MS = 30_000
 
 
-def _send(task: Task[Any, Any], ids: list[str], *, queue: str, expires: float, what: str) -> None:
+def _send(
+    task: Task[Any, Any],
+    ids: list[str],
+    *,
+    queue: str,
+    expires: float,
+    what: str,
+    args: tuple[Any, ...] = (),
+) -> None:
     """Send a chunk of ids; Flower and task events show "[25 payment ids]", not the ids."""
     options: dict[str, Any] = {"argsrepr": f"[{len(ids)} {what}]"}
-    task.apply_async((ids,), queue=queue, expires=expires, **options)
+    task.apply_async((ids, *args), queue=queue, expires=expires, **options)
 
 
 def _consumer() -> str:
@@ -101,11 +109,18 @@ def dispatch_due_deliveries_now(rt: Runtime) -> int:
         (keys.retry_schedule, QUEUE_RETRY),
     ):
         claimed = rt.deliveries.claim_due(schedule, now, lease, rt.settings.watcher_dispatch_batch)
-        for ids in group_by_subscription(
+        for chunk in group_by_subscription(
             rt.deliveries, claimed, rt.settings.watcher_delivery_chunk
         ):
-            _send(deliver, ids, queue=queue, expires=lease, what="delivery ids")
-            sent += len(ids)
+            _send(
+                deliver,
+                chunk.delivery_ids,
+                queue=queue,
+                expires=lease,
+                what="delivery ids",
+                args=(chunk.subscription_id,),
+            )
+            sent += len(chunk.delivery_ids)
     return sent
 
 
@@ -119,12 +134,26 @@ def dispatch_deliveries() -> int:
 
 
 @app.task(name="watcher.deliver", ignore_result=True)
-def deliver(delivery_ids: list[str]) -> list[str]:
-    """A chunk of one subscriber's deliveries."""
+def deliver(delivery_ids: list[str], subscription_id: str | None = None) -> bool:
+    """Hand a chunk of one subscriber's deliveries to this process's delivery threads and
+    return at once: the pool slot is free again in milliseconds however long the subscriber
+    takes. A subscriber over its share goes back to the schedule for a moment."""
     rt = get_runtime()
-    return attempt_chunk(
-        rt.deliveries, rt.webhook_session, rt.delivery_policy, delivery_ids, rt.clock
-    )
+    if not delivery_ids:
+        return True
+    if subscription_id is None:  # a message from before chunks named their subscriber
+        (chunk,) = group_by_subscription(rt.deliveries, delivery_ids[:1], 1)
+        subscription_id = chunk.subscription_id
+    admission = rt.delivery_engine.offer(subscription_id, delivery_ids)
+    if not admission.admitted:
+        rt.deliveries.release_claims(delivery_ids, rt.clock() + SLOT_WAIT)
+        log.debug(
+            "delivery chunk handed back",
+            subscription_id=subscription_id,
+            deliveries=len(delivery_ids),
+            reason=admission.reason,
+        )
+    return admission.admitted
 
 
 @app.task(name="watcher.forget_old", ignore_result=True)
@@ -144,7 +173,19 @@ def forget_old_task() -> int:
 
 @app.task(name="watcher.sweep_recent_finals", ignore_result=True)
 def sweep() -> int:
-    rt = get_runtime()
+    return sweep_now(get_runtime())
+
+
+def dispatch_tick(rt: Runtime) -> int:
+    """One dispatcher tick: polls due, interrupted fan-outs repaired, deliveries due."""
+    rt.store.count("dispatch_ticks")
+    sent = dispatch_due_polls_now(rt)
+    rt.deliveries.repair_fan_out(_consumer(), rt.clock(), FAN_OUT_REPAIR_IDLE_MS)
+    return sent + fan_out_and_dispatch(rt)
+
+
+def sweep_now(rt: Runtime) -> int:
+    """A list sweep unless another is running; polls what it pulled forward at once."""
     s = rt.settings
     # The lock only stops sweeps piling up behind a slow one; two overlapping sweeps are
     # harmless. Its expiry is what frees it when its holder is SIGKILLed or Redis restarts

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 import requests
 
 from tests.chaos.cluster import Cluster
+from tests.chaos.hanging import run_hanging_phase
 from tests.chaos.plan import SUBSCRIBERS, ChaosParams, PlannedPayment, make_plan
 from tests.chaos.report import ChaosReport, OutboxEvent, build_report
 from tests.chaos.subscribers import ChaosSubscriber
@@ -320,7 +321,10 @@ def run_chaos(
         for pid, delay in report.slowest_detections:
             final_at = delay[1] - t0
             log(f"slow detection: {pid} final at +{final_at:6.1f} s, seen {delay[0]:.1f} s later")
-        report.seconds = time.time() - started
+    # The hanging phase has a deployment of its own: the default layout, production defaults.
+    log("hanging phase: the default layout under a subscriber that holds every request 60 s")
+    report.hanging = run_hanging_phase(workdir / "hanging", log)
+    report.seconds = time.time() - started
     return report
 
 

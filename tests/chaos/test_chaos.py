@@ -22,6 +22,10 @@ def test_nothing_is_lost_or_announced_twice_under_fire(
     assert report.problems() == []
     assert report.events_expected == report.payments
     assert report.deliveries_lost == 0
+    # The default layout under a 60 s hang: every payment reached both healthy subscribers.
+    assert report.hanging is not None
+    assert report.hanging.expected == 2 * report.hanging.payments > 0
+    assert report.hanging.lost == 0
     # The faults really happened: a run where nothing was killed proves nothing.
     for fault in ("worker SIGKILL", "beat SIGKILL"):
         assert report.faults[fault] > 0, report.faults

@@ -19,6 +19,7 @@ from tests.conftest import SimControl, Stack
 from tests.support import wait_until
 from tests.test_api import ApiClient, api_stack, error_of, ok, serve
 from watcher.api.ingress import SignatureError, sign, verify
+from watcher.api.ingress_guard import MAX_NESTING, nesting_exceeds
 from watcher.engine.watching import create_and_watch
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,6 +38,9 @@ def payload(payment: dict[str, Any], kind: str = "receive", event: str = "comple
     return json.dumps({"type": kind, "detail": {"event": event, "data": payment}}).encode()
 
 
+FRESH = "a fresh webhook id"
+
+
 def send(
     api: ApiClient,
     body: bytes,
@@ -44,9 +48,12 @@ def send(
     secret: str | None = SECRET,
     timestamp: int | None = None,
     signature: str | None = None,
+    webhook_id: str | None = FRESH,
 ) -> requests.Response:
     stamp = str(int(time.time()) if timestamp is None else timestamp)
-    headers = {"content-type": "application/json", "x-voltage-webhook-id": str(uuid.uuid4())}
+    headers = {"content-type": "application/json"}
+    if webhook_id is not None:
+        headers["x-voltage-webhook-id"] = str(uuid.uuid4()) if webhook_id == FRESH else webhook_id
     if secret is not None:
         headers["x-voltage-timestamp"] = stamp
         headers["x-voltage-signature"] = signature or voltage_signature(secret, body, stamp)
@@ -213,3 +220,113 @@ def test_ingress_is_off_without_a_secret(make_stack: Callable[..., Stack]) -> No
         body = payload({"id": str(uuid.uuid4())})
         error = error_of(send(api, body), 404, "ingress_disabled")
         assert "VOLTAGE_WEBHOOK_SECRET" in error["detail"]
+
+
+def polled_once(stack: Stack, payment_id: str) -> bool:
+    record = stack.runtime.store.get(payment_id)
+    return record is not None and record.poll_count > 0
+
+
+def test_replays_of_one_signed_webhook_are_2xx_and_cost_one_read(
+    api: ApiClient, stack: Stack, sim_control: SimControl
+) -> None:
+    # Still receiving, so every hint that got through would be a Voltage read.
+    payment = create_and_watch(stack.runtime, amount_msats=4_000).record
+    body, stamp, webhook_id = payload({"id": payment.id}), int(time.time()), str(uuid.uuid4())
+    reads = reads_of(sim_control, payment.id)
+
+    answers = [send(api, body, timestamp=stamp, webhook_id=webhook_id) for _ in range(200)]
+    assert {a.status_code for a in answers} == {202}
+    statuses = [a.json()["status"] for a in answers]
+    assert statuses.count("accepted") == 1, statuses[:5]
+    assert all("replay" in (a.json()["reason"] or "") for a in answers[1:])
+    wait_until(lambda: polled_once(stack, payment.id), message="the one re-read")
+    assert reads_of(sim_control, payment.id) == reads + 1
+
+    # Voltage's retry of the same webhook id, signed afresh at a later second: a replay too.
+    again = ok(send(api, body, timestamp=stamp + 1, webhook_id=webhook_id), 202)
+    assert again["status"] == "ignored"
+    assert reads_of(sim_control, payment.id) == reads + 1
+
+
+def test_same_body_and_timestamp_under_another_or_no_webhook_id_is_a_replay(
+    api: ApiClient, stack: Stack, sim_control: SimControl
+) -> None:
+    payment = create_and_watch(stack.runtime, amount_msats=5_000).record
+    body, stamp = payload({"id": payment.id}), int(time.time())
+    reads = reads_of(sim_control, payment.id)
+
+    assert ok(send(api, body, timestamp=stamp), 202)["status"] == "accepted"
+    for webhook_id in (str(uuid.uuid4()), None, ""):
+        answer = ok(send(api, body, timestamp=stamp, webhook_id=webhook_id), 202)
+        assert answer["status"] == "ignored", webhook_id
+        assert "replay" in (answer["reason"] or "")
+    wait_until(lambda: polled_once(stack, payment.id), message="the one re-read")
+    assert reads_of(sim_control, payment.id) == reads + 1
+
+
+def test_a_flood_of_distinct_hints_costs_at_most_one_read_per_payment_per_second(
+    api: ApiClient, stack: Stack, sim_control: SimControl
+) -> None:
+    payment = create_and_watch(stack.runtime, amount_msats=6_000).record
+    reads = reads_of(sim_control, payment.id)
+
+    def hint(n: int) -> requests.Response:
+        # Distinct bodies and ids: none of these is a replay of another.
+        return send(api, payload({"id": payment.id, "n": n}, event=f"event-{n}"))
+
+    started = time.monotonic()
+    answers = [ok(hint(n), 202) for n in range(30)]
+    seconds = time.monotonic() - started
+    accepted = [a for a in answers if a["status"] == "accepted"]
+    # One per started second at most (the flood normally fits in one).
+    assert 1 <= len(accepted) <= 1 + int(seconds)
+    assert all("second" in (a["reason"] or "") for a in answers if a["status"] == "ignored")
+    wait_until(lambda: polled_once(stack, payment.id), message="the first re-read")
+    assert reads_of(sim_control, payment.id) - reads <= 1 + int(seconds)
+
+    # Once the second has passed, a hint reads again.
+    before = reads_of(sim_control, payment.id)
+    counter = iter(range(100, 10_000))
+    wait_until(
+        lambda: hint(next(counter)).json()["status"] == "accepted",
+        interval=0.1,
+        message="a hint accepted after the second",
+    )
+    wait_until(lambda: reads_of(sim_control, payment.id) > before, message="the next re-read")
+
+
+def nested(depth: int, payment_id: str) -> bytes:
+    inner = b"[" * depth + b"]" * depth
+    return b'{"type":"receive","detail":{"event":"completed","data":{"id":"%s","x":%s}}}' % (
+        payment_id.encode(),
+        inner,
+    )
+
+
+def test_a_signed_body_nested_5000_deep_is_400_not_500(
+    api: ApiClient, stack: Stack, sim_control: SimControl
+) -> None:
+    payment = create_and_watch(stack.runtime, amount_msats=7_000).record
+    reads = reads_of(sim_control, payment.id)
+    error = error_of(send(api, nested(5_000, payment.id)), 400, "invalid_payload")
+    assert "nest" in error["detail"]
+    assert reads_of(sim_control, payment.id) == reads
+    # Brackets inside strings are text, not nesting; a sane depth still goes through.
+    deep_text = json.dumps(
+        {"type": "receive", "detail": {"data": {"id": payment.id, "memo": '\\"' + "[" * 5000}}}
+    ).encode()
+    assert ok(send(api, deep_text), 202)["status"] == "accepted"
+
+
+def test_the_nesting_prescan_counts_brackets_outside_strings_only() -> None:
+    at_limit = "[" * MAX_NESTING + "]" * MAX_NESTING
+    assert not nesting_exceeds(at_limit)
+    assert nesting_exceeds("[" + at_limit + "]")
+    assert nesting_exceeds('{"a":' * (MAX_NESTING + 1))  # unclosed still counts
+    deep_string = json.dumps(["[{" * 5_000])
+    assert not nesting_exceeds(deep_string)
+    # An escaped quote does not end a string; an escaped backslash before a quote does.
+    assert not nesting_exceeds(r'["\"[[', limit=1)
+    assert nesting_exceeds(r'["\\"[[', limit=2)
+    assert not nesting_exceeds(r'["\\\"[[[["]', limit=1)

@@ -103,3 +103,12 @@ class Keys:
     def counters(self) -> str:
         """Hash: monotonically growing counters (polls, errors, transitions...)."""
         return f"{self._base}:counters"
+
+    # --- Voltage webhook ingress ------------------------------------------------------------------
+    def ingress_seen(self, fingerprint: str) -> str:
+        """String with a TTL: a Voltage webhook (by id or by body and timestamp) already taken."""
+        return f"{self._base}:ingress:seen:{fingerprint}"
+
+    def ingress_read(self, payment_id: str) -> str:
+        """String with a TTL: a webhook re-read this payment less than a second ago."""
+        return f"{self._base}:ingress:read:{payment_id}"

@@ -6,7 +6,9 @@ seconds in `x-voltage-timestamp`. A webhook that is unsigned, forged or outside 
 window is refused with 401 and changes nothing. A genuine one is still only a hint: nothing is
 believed from its body except the payment id, which is re-read from Voltage (after the answer,
 so Voltage gets its 2xx well within its 10 s). Duplicates are harmless: the detector emits a
-transition once, and adopting a watched payment is a no-op.
+transition once, and adopting a watched payment is a no-op. They are also cheap: a replay (same
+`x-voltage-webhook-id`, or same body and timestamp) reads nothing, and a flood of hints costs at
+most one read per payment per second (see ingress_guard).
 """
 
 from __future__ import annotations
@@ -14,16 +16,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError, error_responses, log_failure
+from watcher.api.ingress_guard import (
+    fingerprints,
+    first_sighting,
+    load_bounded,
+    replay_ttl,
+    take_read,
+)
 from watcher.api.models import MAX_ID_LENGTH, IngressResult
 from watcher.engine.poller import poll_payment
 from watcher.engine.watching import watch_existing
@@ -39,6 +47,7 @@ Ctx = Annotated[ApiContext, Depends(get_context)]
 INGRESS_ROUTE = "/voltage/webhooks"
 HEADER_SIGNATURE = "x-voltage-signature"
 HEADER_TIMESTAMP = "x-voltage-timestamp"
+HEADER_WEBHOOK_ID = "x-voltage-webhook-id"
 DEFAULT_TOLERANCE = 300
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 
@@ -85,10 +94,7 @@ class Hint:
 
 def parse_hint(body: bytes) -> Hint:
     """The payment id a (verified) webhook is about; ApiError 400 for an unusable payload."""
-    try:
-        payload: Any = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "invalid_payload", "the webhook body is not JSON") from None
+    payload = load_bounded(body)
     detail = payload.get("detail") if isinstance(payload, dict) else None
     data = detail.get("data") if isinstance(detail, dict) else None
     payment_id = data.get("id") if isinstance(data, dict) else None
@@ -140,7 +146,18 @@ def process_hint(ctx: ApiContext, hint: Hint, action: str) -> None:
 Action = Literal["poll", "watch", "none"]
 
 
-def _decide(ctx: ApiContext, hint: Hint) -> tuple[Action, str | None]:
+def _decide(ctx: ApiContext, hint: Hint, names: list[str]) -> tuple[Action, str | None]:
+    """What a verified hint may cost: a replay, or a hint in its payment's second, reads nothing."""
+    rt = ctx.runtime
+    if not first_sighting(rt.redis, rt.store.keys, names, replay_ttl(ctx.webhook_tolerance)):
+        return "none", "replay: this webhook was already received"
+    action, reason = _action_for(ctx, hint)
+    if action != "none" and not take_read(rt, hint.payment_id, poll=action == "poll"):
+        return "none", "re-read less than a second ago; polled again shortly"
+    return action, reason
+
+
+def _action_for(ctx: ApiContext, hint: Hint) -> tuple[Action, str | None]:
     record = ctx.runtime.store.get(hint.payment_id)
     if record is not None:
         if record.is_watching:
@@ -160,7 +177,9 @@ def _decide(ctx: ApiContext, hint: Hint) -> tuple[Action, str | None]:
         "Enabled by VOLTAGE_WEBHOOK_SECRET (404 otherwise). Verifies `x-voltage-signature` "
         "and `x-voltage-timestamp`; a valid webhook makes the watcher re-read the payment "
         "from Voltage right away (or start watching a new receive). Unsigned, forged or "
-        "stale webhooks are refused with 401 and change nothing."
+        "stale webhooks are refused with 401 and change nothing. A replay (same "
+        "`x-voltage-webhook-id`, or same body and timestamp) and a hint within a second of "
+        "the payment's last re-read are answered 202 `ignored` and read nothing."
     ),
     responses=error_responses(400, 401, 404, 413, 500, 503),
     openapi_extra={
@@ -208,14 +227,17 @@ async def voltage_webhook(request: Request, ctx: Ctx, background: BackgroundTask
         log.warning("voltage webhook refused", reason=str(exc))
         raise ApiError(401, "invalid_signature", f"webhook refused: {exc}") from None
     hint = parse_hint(body)
-    action, reason = await run_in_threadpool(_decide, ctx, hint)
+    webhook_id = request.headers.get(HEADER_WEBHOOK_ID)
+    names = fingerprints(body, request.headers.get(HEADER_TIMESTAMP, "").strip(), webhook_id)
+    action, reason = await run_in_threadpool(_decide, ctx, hint, names)
     log.info(
         "voltage webhook accepted",
         payment_id=hint.payment_id,
         kind=hint.kind,
         voltage_event=hint.event,
-        webhook_id=request.headers.get("x-voltage-webhook-id"),
+        webhook_id=webhook_id,
         action=action,
+        reason=reason,
     )
     if action == "none":
         return IngressResult(

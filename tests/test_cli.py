@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import bolt11
 import pytest
@@ -207,3 +208,159 @@ def test_operator_commands_for_subscriptions_and_deliveries(
         gone = run_cli(stack, "subscriptions", "show", sub["id"])
         assert gone.returncode == 1
         assert "no subscription" in gone.stderr
+
+
+# --- Redis unreachable or refusing: one line, the masked URL, what to try ------------------
+
+REDIS_COMMANDS = [
+    ("status",),
+    ("status", "pay-1"),
+    ("events",),
+    ("create", "--amount-msats", "1000"),
+    ("watch", "9b1c3f52-7f39-4c3e-8e8c-1c1d6f0e6a01"),
+    ("subscriptions", "list"),
+    ("subscriptions", "show", "sub_x"),
+    ("subscriptions", "add", "https://example.com/hook"),
+    ("deliveries", "list"),
+    ("deliveries", "show", "dlv_x"),
+]
+WRONG_PASSWORD = "wrong-redis-password-42"
+RIGHT_PASSWORD = "right-redis-password-42"
+
+
+@pytest.fixture(scope="module")
+def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private redis-server that demands a password (RedisServer pings without one)."""
+    import redis
+
+    from watcher.redis_server import find_redis_server
+
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis-auth")
+    argv = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(data), "--requirepass", RIGHT_PASSWORD]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, password=RIGHT_PASSWORD, socket_timeout=1)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until(answers, timeout=20, message="the password-protected redis-server")
+        yield port
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def run_with_redis(url: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = clean_env(
+        **extra,
+        WATCHER_REDIS_URL=url,
+        VOLTAGE_API_URL=f"http://127.0.0.1:{free_port()}/v1",  # never reached
+        VOLTAGE_API_KEY=KEY,
+        VOLTAGE_ORGANIZATION_ID="org-1",
+        VOLTAGE_ENVIRONMENT_ID="env-1",
+        VOLTAGE_WALLET_ID="wallet-1",
+        WATCHER_LOG_FORMAT="json",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_one_line_about_redis(
+    result: subprocess.CompletedProcess[str], masked_url: str, *hints: str
+) -> str:
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2, result
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert "Traceback" not in line
+    assert masked_url in line
+    assert "WATCHER_REDIS_URL" in line
+    for hint in hints:
+        assert hint in line, line
+    assert WRONG_PASSWORD not in result.stderr + result.stdout
+    assert result.stdout == ""
+    return line
+
+
+@pytest.mark.parametrize("args", REDIS_COMMANDS, ids=" ".join)
+def test_unreachable_redis_is_one_line_naming_the_masked_url(args: tuple[str, ...]) -> None:
+    port = free_port()  # nothing listens there
+    result = run_with_redis(f"redis://:{WRONG_PASSWORD}@127.0.0.1:{port}/0", *args)
+    assert_one_line_about_redis(
+        result, f"redis://:**********@127.0.0.1:{port}/0", "running", "cannot reach"
+    )
+
+
+@pytest.mark.parametrize("args", REDIS_COMMANDS, ids=" ".join)
+def test_wrong_redis_password_is_one_line_naming_the_masked_url(
+    redis_with_password: int, args: tuple[str, ...]
+) -> None:
+    port = redis_with_password
+    for url, masked in (
+        (
+            f"redis://:{WRONG_PASSWORD}@127.0.0.1:{port}/0",
+            f"redis://:**********@127.0.0.1:{port}/0",
+        ),
+        (f"redis://127.0.0.1:{port}/0?password={WRONG_PASSWORD}", "?password=**********"),
+        (f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/0"),  # none given
+    ):
+        result = run_with_redis(url, *args)
+        assert_one_line_about_redis(result, masked, "password")
+
+
+def test_unreachable_sentinels_are_one_line_naming_the_master() -> None:
+    ports = free_port(), free_port()
+    url = f"sentinel://:{WRONG_PASSWORD}@127.0.0.1:{ports[0]};sentinel://127.0.0.1:{ports[1]}"
+    result = run_with_redis(url, "status", WATCHER_REDIS_SENTINEL_MASTER="mymaster")
+    line = assert_one_line_about_redis(
+        result, f"sentinel://:**********@127.0.0.1:{ports[0]};sentinel://127.0.0.1:{ports[1]}"
+    )
+    assert "'mymaster'" in line
+    assert "WATCHER_REDIS_SENTINEL_MASTER" in line
+
+
+def test_redis_lost_in_the_middle_of_a_command_is_one_line_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The up-front ping passed; Redis went away before the command's next read."""
+    import redis
+    from click.testing import CliRunner
+
+    from watcher.cli import cli
+    from watcher.cli import payments as payments_cli
+    from watcher.settings import get_settings
+
+    class GoneStore:
+        def pending_ids(self, _limit: int) -> list[tuple[str, float]]:
+            raise redis.ConnectionError("Error 104 while reading from 127.0.0.1:6390")
+
+    class Lost:
+        store = GoneStore()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WATCHER_REDIS_URL", f"redis://:{WRONG_PASSWORD}@127.0.0.1:6390/0")
+    monkeypatch.setattr(payments_cli, "runtime_or_exit", lambda **_kw: Lost())
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["status"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "redis://:**********@127.0.0.1:6390/0" in line
+    assert "Error 104" in line
+    assert WRONG_PASSWORD not in line

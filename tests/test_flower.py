@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
@@ -63,6 +64,74 @@ def test_flower_finds_the_worker_behind_basic_auth(make_stack: Callable[..., Sta
             requests.get(f"{url}/", auth=("operator", "wrong-password"), timeout=5).status_code
             == 401
         )
+    finally:
+        flower.terminate()
+        flower.wait(15)
+        log.close()
+
+
+def deploy_probes() -> list[tuple[str, list[str]]]:
+    """The health checks deploy/ runs against Flower (compose, Kubernetes)."""
+    import yaml
+
+    deploy = Path(__file__).parent.parent / "deploy"
+    compose = yaml.safe_load((deploy / "docker-compose.yml").read_text())
+    found = [("compose", compose["services"]["flower"]["healthcheck"]["test"][1:])]
+    for doc in yaml.safe_load_all((deploy / "k8s" / "flower.yaml").read_text()):
+        if doc and doc["kind"] == "Deployment":
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            for probe in ("livenessProbe", "readinessProbe"):
+                found.append((probe, container[probe]["exec"]["command"]))
+    return found
+
+
+def test_flower_metrics_and_healthcheck_demand_the_password(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Flower leaves these two open even with basic auth; `watcher flower` closes them."""
+    stack = make_stack(WATCHER_FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}")
+    port = free_port()
+    log = (stack.tmp / "flower-open-routes.log").open("wb")
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "watcher", "flower", "--port", str(port)],
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def listening() -> bool:
+            try:
+                return requests.get(f"{url}/healthcheck", auth=AUTH, timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(listening, timeout=60, interval=0.3, message="Flower to listen")
+        for path in ("/metrics", "/healthcheck", "/api/workers", "/"):
+            anonymous = requests.get(f"{url}{path}", timeout=5)
+            assert anonymous.status_code == 401, path
+            if path in ("/metrics", "/healthcheck"):
+                assert anonymous.headers["WWW-Authenticate"].startswith("Basic"), path
+            wrong = requests.get(f"{url}{path}", auth=(AUTH[0], "wrong-password"), timeout=5)
+            assert wrong.status_code == 401, path
+        metrics = requests.get(f"{url}/metrics", auth=AUTH, timeout=5)
+        assert metrics.status_code == 200
+        assert "flower_" in metrics.text
+        assert requests.get(f"{url}/healthcheck", auth=AUTH, timeout=5).text == "OK"
+        for where, probe in deploy_probes():
+            argv = [sys.executable, *(arg.replace("5555", str(port)) for arg in probe[1:])]
+            ran = subprocess.run(argv, env=stack.env, capture_output=True, timeout=30, check=False)
+            assert ran.returncode == 0, (where, ran.stderr)
+            anonymous = {k: v for k, v in stack.env.items() if k != "WATCHER_FLOWER_BASIC_AUTH"}
+            refused = subprocess.run(
+                argv,
+                env={**anonymous, "WATCHER_FLOWER_BASIC_AUTH": "operator:wrong-password"},
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            assert refused.returncode != 0, where
     finally:
         flower.terminate()
         flower.wait(15)

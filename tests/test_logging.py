@@ -94,3 +94,55 @@ def test_exceptions_render_as_structured_json(settings: Settings) -> None:
     record = json.loads(stream.getvalue().splitlines()[0])
     assert record["event"] == "failed"
     assert "ValueError" in json.dumps(record["exception"])
+
+
+REDIS_PASSWORD = "query-form-redis-password-77"
+
+
+@pytest.mark.parametrize("fmt", [LogFormat.JSON, LogFormat.CONSOLE])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://10.0.0.5:6379/0?password={REDIS_PASSWORD}",
+        f"rediss://10.0.0.5:6380/0?ssl_cert_reqs=required&password={REDIS_PASSWORD}",
+        f"sentinel://10.0.0.5:26379?password={REDIS_PASSWORD};sentinel://10.0.0.6:26379",
+    ],
+)
+def test_query_form_redis_password_never_reaches_the_log(
+    settings: Settings, fmt: LogFormat, url: str
+) -> None:
+    stream = io.StringIO()
+    configured = settings.model_copy(
+        update={
+            "watcher_log_format": fmt,
+            "watcher_redis_url": url,
+            "watcher_redis_sentinel_master": "mymaster",
+        }
+    )
+    configure_logging(configured, stream=stream)
+    log = get_logger("test")
+    log.info("connecting", url=url)
+    log.warning(f"the password alone: {REDIS_PASSWORD}")
+    logging.getLogger("kombu").error("foreign logger saw %s", url)
+    output = stream.getvalue()
+    assert "foreign logger saw" in output
+    assert REDIS_PASSWORD not in output
+
+
+@pytest.mark.parametrize("fmt", [LogFormat.JSON, LogFormat.CONSOLE])
+def test_passwords_in_urls_the_settings_never_saw_are_scrubbed(
+    settings: Settings, fmt: LogFormat
+) -> None:
+    """A URL built at run time (an embedded Redis, a subscriber with userinfo) is scrubbed
+    by its shape, because the redactor cannot know its password in advance."""
+    stream = io.StringIO()
+    configure_logging(settings.model_copy(update={"watcher_log_format": fmt}), stream=stream)
+    log = get_logger("test")
+    log.info("started", url="redis://:runtime-secret-1@127.0.0.1:7000/0")
+    log.info("started redis://default:runtime-secret-2@127.0.0.1:7000/0 for the children")
+    logging.getLogger("celery").info("broker redis://127.0.0.1:7000/0?password=runtime-secret-3")
+    log.info("posting", url="https://user:runtime-secret-4@hooks.example.com/in")
+    output = stream.getvalue()
+    for n in range(1, 5):
+        assert f"runtime-secret-{n}" not in output
+    assert "127.0.0.1:7000/0" in output  # the rest of the URL still helps

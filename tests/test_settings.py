@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -157,3 +158,116 @@ def test_redis_password_is_masked_and_redacted(tmp_path: Path) -> None:
     assert "redis://:**********@10.0.0.5:6379/0" in result.stdout
     settings = load_settings(watcher_redis_url="redis://:hunter2-redis-pass@10.0.0.5:6379/0")
     assert "hunter2-redis-pass" in settings.secret_values()
+
+
+# --- Redis passwords, in every form a Redis URL can carry one --------------------------------
+
+REDIS_PASSWORD = "hunter2-redis-pass"
+REDIS_URLS_WITH_PASSWORDS = [
+    f"redis://:{REDIS_PASSWORD}@10.0.0.5:6379/0",
+    f"redis://watcher:{REDIS_PASSWORD}@10.0.0.5:6379/0",
+    f"redis://10.0.0.5:6379/0?password={REDIS_PASSWORD}",
+    f"redis://10.0.0.5:6379/0?db=0&password={REDIS_PASSWORD}&socket_timeout=5",
+    f"rediss://10.0.0.5:6380/0?ssl_cert_reqs=required&password={REDIS_PASSWORD}",
+    f"rediss://:{REDIS_PASSWORD}@10.0.0.5:6380/0?password={REDIS_PASSWORD}",
+    f"unix://:{REDIS_PASSWORD}@/run/redis/redis.sock?db=0",
+    f"unix:///run/redis/redis.sock?password={REDIS_PASSWORD}",
+    f"redis://:{REDIS_PASSWORD.replace('-', '%2D')}@10.0.0.5:6379/0",
+    f"redis://:{REDIS_PASSWORD}/x@10.0.0.5:6379/0",
+    f"sentinel://:{REDIS_PASSWORD}@10.0.0.5:26379;sentinel://:{REDIS_PASSWORD}@10.0.0.6:26379/0",
+    f"sentinel://10.0.0.5:26379?password={REDIS_PASSWORD};sentinel://10.0.0.6:26379",
+]
+
+
+def _visible(text: str) -> bool:
+    """The password, plain or percent-encoded, anywhere in `text`."""
+    return REDIS_PASSWORD in text or REDIS_PASSWORD.replace("-", "%2D") in text
+
+
+@pytest.mark.parametrize("url", REDIS_URLS_WITH_PASSWORDS)
+def test_config_command_masks_every_form_of_redis_password(tmp_path: Path, url: str) -> None:
+    env = {"WATCHER_REDIS_URL": url}
+    if url.startswith("sentinel://"):
+        env["WATCHER_REDIS_SENTINEL_MASTER"] = "mymaster"
+    result = watcher_config(tmp_path, check=True, **env)
+    assert not _visible(result.stdout + result.stderr)
+    shown = json.loads(result.stdout)["watcher_redis_url"]
+    assert "**********" in shown
+    assert shown.split(":")[0] == url.split(":", maxsplit=1)[0]  # the scheme still shows
+
+
+@pytest.mark.parametrize("url", REDIS_URLS_WITH_PASSWORDS)
+def test_every_form_of_redis_password_is_a_secret(url: str) -> None:
+    settings = load_settings(
+        watcher_redis_url=url, watcher_redis_sentinel_master="mymaster", _env_file=None
+    )
+    assert any(REDIS_PASSWORD in value for value in settings.secret_values())
+    assert not _visible(settings.redis_url_for_display() or "")
+    assert not _visible(repr(settings))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://:{REDIS_PASSWORD}@10.0.0.5:6379/0",
+        f"http://10.0.0.5:6379/0?password={REDIS_PASSWORD}",
+        f"10.0.0.5:6379?password={REDIS_PASSWORD}",
+        f":{REDIS_PASSWORD}@10.0.0.5:6379",
+    ],
+)
+def test_bad_redis_url_scheme_names_the_variable_and_hides_the_password(
+    tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(watcher_redis_url=url, _env_file=None)
+    message = str(info.value)
+    assert "WATCHER_REDIS_URL" in message
+    assert "**********" in message  # the URL is shown, masked
+    assert not _visible(message)
+    result = watcher_config(tmp_path, check=False, WATCHER_REDIS_URL=url)
+    assert result.returncode == 2
+    assert "WATCHER_REDIS_URL" in result.stderr
+    assert not _visible(result.stdout + result.stderr)
+
+
+def test_broker_url_is_never_a_silent_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="WATCHER_REDIS_URL is not set"):
+        load_settings().broker_url()
+    url = f"redis://:{REDIS_PASSWORD}@10.0.0.5:6379/3"
+    monkeypatch.setenv("WATCHER_REDIS_URL", url)
+    assert load_settings().broker_url() == url
+
+
+def test_unreadable_sentinel_address_error_hides_the_password() -> None:
+    from watcher.runtime import sentinel_hosts
+
+    with pytest.raises(ConfigError) as info:
+        sentinel_hosts(f"sentinel://:{REDIS_PASSWORD}@h1:26379;redis://:{REDIS_PASSWORD}@h2")
+    assert "WATCHER_REDIS_URL" in str(info.value)
+    assert "redis://:**********@h2" in str(info.value)
+    assert not _visible(str(info.value))
+
+
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_worker_and_beat_refuse_to_start_without_a_redis_url(command: str, tmp_path: Path) -> None:
+    """Unset used to mean redis://127.0.0.1:6379/0: someone else's Redis, or none, silently."""
+    import subprocess
+    import sys
+
+    from tests.support import clean_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "watcher", command, "--loglevel", "INFO"],
+        env=clean_env(WATCHER_DATA_DIR=str(tmp_path)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "WATCHER_REDIS_URL is not set" in result.stderr
+    assert "127.0.0.1:6379" not in result.stdout + result.stderr

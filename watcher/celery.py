@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, setup_logging, task_postrun, task_prerun
+from celery.signals import beat_init, celeryd_init, setup_logging, task_postrun, task_prerun
 from kombu import Queue
 
 from watcher.logging import bind, configure_logging
@@ -36,7 +36,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    broker = settings.watcher_redis_url or "redis://127.0.0.1:6379/0"
+    # Unset, no broker at all (not a silent 127.0.0.1): the worker and beat refuse to start
+    # (`_require_broker`); importing the app for its task names still works.
+    broker = settings.watcher_redis_url or "memory://"
     # Ticks and sweeps are not on this schedule: beat runs them on threads of its own
     # (watcher/control.py), so they never wait in a queue behind polls or deliveries.
     schedule: dict[str, Any] = {
@@ -110,9 +112,20 @@ def _unbind_task(**_kwargs: Any) -> None:
     structlog.contextvars.clear_contextvars()
 
 
+@celeryd_init.connect
+def _require_broker(**_kwargs: Any) -> None:
+    """A worker or beat without WATCHER_REDIS_URL says so and stops, in one line."""
+    try:
+        get_settings().broker_url()
+    except ConfigError as exc:
+        print(f"watcher: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 @beat_init.connect
 def _start_control_loop(**_kwargs: Any) -> None:
     """Beat is the clock: it runs the dispatcher tick and the sweeps itself."""
     from watcher.control import ControlLoop
 
+    _require_broker()
     ControlLoop().start()

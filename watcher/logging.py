@@ -7,6 +7,7 @@ logged it did, because an API key in a log aggregator is a leaked API key.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
@@ -29,10 +30,20 @@ def register_secrets(values: Iterable[str]) -> None:
     _secrets.sort(key=len, reverse=True)
 
 
+# Passwords by their shape, for URLs built at run time that no setting held (an embedded
+# Redis, a subscriber URL with userinfo): `scheme://user:password@` and `password=` in a query.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:'\"]*:)([^\s@'\"]+)(@)")
+_QUERY_PASSWORD = re.compile(r"(?i)((?<![a-z0-9])[a-z0-9_.-]*password=)([^\s&#;'\",]+)")
+
+
 def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<3>", text)
+    if "assword=" in text or "ASSWORD=" in text:
+        text = _QUERY_PASSWORD.sub(rf"\g<1>{REDACTED}", text)
     return text
 
 

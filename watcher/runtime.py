@@ -19,10 +19,11 @@ from watcher.delivery.engine import DeliveryEngine
 from watcher.delivery.ssrf import guarded_session
 from watcher.delivery.store import DeliveryStore
 from watcher.delivery.subscriptions import SubscriptionStore
+from watcher.durability import Durability
 from watcher.engine.schedule import PollPolicy
 from watcher.engine.store import PaymentStore
 from watcher.keys import Keys
-from watcher.settings import ConfigError, Settings, get_settings
+from watcher.settings import ConfigError, Settings, get_settings, mask_redis_url
 from watcher.voltage.client import VoltageClient
 from watcher.voltage.retry import RetryPolicy
 
@@ -42,7 +43,9 @@ def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     for part in url.split(";"):
         parsed = urlsplit(part.strip())
         if parsed.scheme != "sentinel" or not parsed.hostname:
-            raise ConfigError(f"WATCHER_REDIS_URL: cannot read sentinel address {part!r}")
+            raise ConfigError(
+                f"WATCHER_REDIS_URL: cannot read sentinel address {mask_redis_url(part)!r}"
+            )
         hosts.append((parsed.hostname, parsed.port or 26379))
         if parsed.password:
             options["password"] = unquote(parsed.password)
@@ -92,13 +95,20 @@ class Runtime:
     def from_settings(cls, settings: Settings) -> Runtime:
         client = redis_from_settings(settings)
         keys = Keys(settings.watcher_redis_prefix)
+        durability = Durability(
+            replicas=settings.watcher_redis_min_replicas,
+            timeout_ms=int(settings.watcher_redis_replica_timeout * 1000),
+        )
         subscriptions = SubscriptionStore(
-            client, keys, allow_private=settings.watcher_webhook_allow_private
+            client,
+            keys,
+            allow_private=settings.watcher_webhook_allow_private,
+            durability=durability,
         )
         return cls(
             settings=settings,
             redis=client,
-            store=PaymentStore(client, keys),
+            store=PaymentStore(client, keys, durability=durability),
             policy=PollPolicy.from_settings(settings),
             subscriptions=subscriptions,
             deliveries=DeliveryStore(client, keys, subscriptions),

@@ -6,11 +6,12 @@ variable the operator has to fix.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -67,8 +68,11 @@ class Settings(BaseSettings):
     voltage_invoice_wait: float = Field(default=10.0, gt=0, le=300)
 
     # --- Redis and the process --------------------------------------------------------------
-    watcher_redis_url: str | None = None
+    # Not in repr(): the URL may carry the Redis password (`redis_url_for_display()` masks it).
+    watcher_redis_url: str | None = Field(default=None, repr=False)
     watcher_redis_sentinel_master: str | None = None
+    watcher_redis_min_replicas: int = Field(default=0, ge=0, le=16)
+    watcher_redis_replica_timeout: float = Field(default=1.0, gt=0, le=60)
     watcher_data_dir: Path = Path("./data")
     watcher_redis_prefix: str = Field(default="vw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
@@ -174,6 +178,7 @@ class Settings(BaseSettings):
         if value in (None, ""):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+            # describe_validation_error() shows the value masked, never as given.
             raise ValueError("expected a redis://, rediss://, unix:// or sentinel:// URL")
         return value
 
@@ -282,19 +287,26 @@ class Settings(BaseSettings):
             )
 
     def redis_url_for_display(self) -> str | None:
-        """The Redis URL with any password replaced, for `watcher config` and logs."""
+        """The Redis URL with every password masked, for `watcher config`, logs and errors."""
         url = self.watcher_redis_url
-        if not url:
-            return url
-        return ";".join(_mask_password(part) for part in url.split(";"))
+        return mask_redis_url(url) if url else url
+
+    def broker_url(self) -> str:
+        """The Redis URL Celery uses as broker. Unset is an error, not 127.0.0.1: a silent
+        default would run the worker against some other Redis, or none, and say nothing."""
+        if not self.watcher_redis_url:
+            raise ConfigError(
+                "WATCHER_REDIS_URL is not set: the worker, beat and Flower need the Redis that "
+                "holds the watcher's state (set it in the environment or .env; `watcher up` "
+                "sets it for the processes it starts)"
+            )
+        return self.watcher_redis_url
 
     def secret_values(self) -> list[str]:
         """Every secret this process knows, for the log redactor."""
         secrets = [self.voltage_api_key, self.voltage_webhook_secret, *self.watcher_api_tokens]
         values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
-        redis_password = urlsplit((self.watcher_redis_url or "").split(";")[0]).password
-        if redis_password:
-            values.append(redis_password)
+        values += redis_url_passwords(self.watcher_redis_url or "")
         if self.watcher_flower_basic_auth is not None:
             for pair in self.watcher_flower_basic_auth.get_secret_value().split(","):
                 values.append(pair)
@@ -302,12 +314,63 @@ class Settings(BaseSettings):
         return values
 
 
-def _mask_password(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":**********@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+MASK = "**********"
+
+# `password=...` (also `sentinel_password=`...) anywhere in a URL's query, whatever the case.
+_QUERY_PASSWORD = re.compile(r"(?i)((?<![a-z0-9])[a-z0-9_.-]*password=)([^&#;]*)")
+
+
+def _split_userinfo(part: str) -> tuple[str, str, str] | None:
+    """(before, userinfo, after) around the userinfo of one URL whose query passwords are
+    already masked, or None without one. The userinfo ends at the last `@`, so a password
+    holding an unencoded `/`, `?` or `@` is still all userinfo, whatever a parser makes of it.
+    """
+    scheme, sep, rest = part.partition("://")
+    if not sep:
+        scheme, rest = "", part
+    at = rest.rfind("@")
+    if at < 0:
+        return None
+    return scheme + sep, rest[:at], rest[at:]
+
+
+def _mask_query(part: str) -> str:
+    return _QUERY_PASSWORD.sub(lambda m: m.group(1) + MASK if m.group(2) else m.group(0), part)
+
+
+def _mask_one(part: str) -> str:
+    masked = _mask_query(part)
+    found = _split_userinfo(masked)
+    if found is None:
+        return masked
+    head, userinfo, after = found
+    user, colon, _password = userinfo.partition(":")
+    # No colon: `redis://secret@host` is how some clients spell a password-only URL.
+    return head + (user + colon + MASK if colon else MASK) + after
+
+
+def mask_redis_url(url: str) -> str:
+    """`url` (one URL, or sentinel URLs joined by `;`) with every password replaced."""
+    return ";".join(_mask_one(part) for part in url.split(";"))
+
+
+def redis_url_passwords(url: str) -> list[str]:
+    """Every password `url` carries, as written and percent-decoded, for the redactor."""
+    found: list[str] = []
+    for part in url.split(";"):
+        found += [m.group(2) for m in _QUERY_PASSWORD.finditer(part)]
+        split = _split_userinfo(_mask_query(part))
+        if split is not None:
+            user, colon, password = split[1].partition(":")
+            found.append(password if colon else user)
+        try:  # and whatever a URL parser would send, should it read the URL differently
+            parsed = urlsplit(part)
+            found += [parsed.password or ""]
+            found += [v for k, v in parse_qsl(parsed.query) if k.lower() == "password"]
+        except ValueError:
+            pass  # not a URL a client could use either
+    values = [*found, *(unquote(v) for v in found)]
+    return list(dict.fromkeys(v for v in values if v and MASK not in v))
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -317,6 +380,8 @@ def describe_validation_error(error: ValidationError) -> str:
         name = str(item["loc"][0]).upper() if item["loc"] else "settings"
         message = str(item["msg"]).removeprefix("Value error, ")
         value = item.get("input")
+        if name == "WATCHER_REDIS_URL" and isinstance(value, str):
+            value = mask_redis_url(value)
         shown = "" if name in _SECRET_NAMES or isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

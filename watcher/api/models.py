@@ -126,7 +126,13 @@ class PaymentCreate(RequestModel):
         description="Amount in millisatoshis; `null` creates an any-amount invoice.",
     )
     description: str | None = Field(
-        default=None, max_length=MAX_DESCRIPTION, description="The invoice description (memo)."
+        default=None,
+        max_length=MAX_DESCRIPTION,
+        description=(
+            f"The invoice description (memo): at most {MAX_DESCRIPTION} bytes of UTF-8, what "
+            "fits a BOLT11 invoice (fewer characters outside ASCII: `é` takes 2 bytes)."
+        ),
+        json_schema_extra={"x-max-utf8-bytes": MAX_DESCRIPTION},
     )
     expiration: StrictInt | None = Field(
         default=None, ge=1, le=MAX_EXPIRATION, description="Invoice lifetime in seconds."
@@ -146,6 +152,15 @@ class PaymentCreate(RequestModel):
             "returns the same payment instead of making a second invoice."
         ),
     )
+
+    @field_validator("description")
+    @classmethod
+    def _description_fits_an_invoice(cls, value: str | None) -> str | None:
+        """Voltage counts bytes, not characters: 400 `é` pass max_length and fail there."""
+        size = len(value.encode("utf-8", "surrogatepass")) if value is not None else 0
+        if size > MAX_DESCRIPTION:
+            raise ValueError(f"at most {MAX_DESCRIPTION} bytes of UTF-8 fit an invoice, got {size}")
+        return value
 
 
 class PaymentOut(BaseModel):

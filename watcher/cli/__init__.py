@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from watcher import __version__
 
 
-@click.group()
+class WatcherGroup(click.Group):
+    """Turns a Redis that goes away or refuses mid-command into one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from watcher.cli.common import REDIS_FAILURES, redis_failure_exit
+        from watcher.settings import get_settings
+
+        try:
+            return super().invoke(ctx)
+        except REDIS_FAILURES as exc:
+            redis_failure_exit(get_settings(), exc)
+
+
+@click.group(cls=WatcherGroup)
 @click.version_option(__version__, prog_name="watcher")
 def cli() -> None:
     """voltage-watcher: watch Voltage payments, fire signed webhooks."""

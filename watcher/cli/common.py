@@ -8,10 +8,26 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import click
+import redis
+from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoPermissionError
+from redis.sentinel import MasterNotFoundError
 
-from watcher.logging import configure_logging
+from watcher.logging import configure_logging, redact
 from watcher.runtime import Runtime
 from watcher.settings import ConfigError, Settings, get_settings
+
+# Exit status of every command that cannot use its Redis, like a bad setting: the fix is in
+# the configuration or the environment, not in the command's arguments.
+REDIS_EXIT = 2
+
+# What a command can meet when its Redis is down, elsewhere, or refuses the credentials.
+REDIS_FAILURES: tuple[type[Exception], ...] = (
+    redis.ConnectionError,  # refused, unreachable, wrong password (AuthenticationError), ...
+    redis.TimeoutError,
+    NoPermissionError,
+    AuthenticationWrongNumberOfArgsError,
+)
+MAX_DETAIL = 160  # redis-py's own text, cut: some of it (sentinel failures) runs to pages
 
 
 def settings_or_exit() -> Settings:
@@ -24,15 +40,55 @@ def settings_or_exit() -> Settings:
 
 
 def runtime_or_exit(*, need_voltage: bool = False) -> Runtime:
+    """Settings, logging and a Redis that answers, or one line saying which is wrong."""
     settings = settings_or_exit()
     configure_logging(settings)
     try:
         if need_voltage:
             settings.require_voltage()
-        return Runtime.from_settings(settings)
+        rt = Runtime.from_settings(settings)
     except ConfigError as exc:
         click.echo(f"watcher: {exc}", err=True)
         sys.exit(2)
+    try:
+        rt.redis.ping()  # before any work, so nothing is half done when Redis is not there
+    except REDIS_FAILURES as exc:
+        redis_failure_exit(settings, exc)
+    return rt
+
+
+def redis_failure_message(settings: Settings, exc: Exception) -> str:
+    """One line: which Redis (password masked), what went wrong, and what to check."""
+    url = settings.redis_url_for_display() or "(WATCHER_REDIS_URL is not set)"
+    detail = " ".join(redact(str(exc) or type(exc).__name__).split())
+    if len(detail) > MAX_DETAIL:
+        detail = detail[: MAX_DETAIL - 3] + "..."
+    if isinstance(exc, MasterNotFoundError):
+        master = settings.watcher_redis_sentinel_master
+        return (
+            f"cannot reach Redis: no sentinel at {url} answered for a master named {master!r}: "
+            "check WATCHER_REDIS_URL, WATCHER_REDIS_SENTINEL_MASTER and that the sentinels and "
+            "Redis are running"
+        )
+    if isinstance(exc, redis.AuthenticationError | AuthenticationWrongNumberOfArgsError):
+        return (
+            f"Redis at {url} refused the credentials ({detail}): check the password "
+            "(and user) in WATCHER_REDIS_URL"
+        )
+    if isinstance(exc, NoPermissionError):
+        return (
+            f"Redis at {url} refused a command ({detail}): the user in WATCHER_REDIS_URL "
+            "needs access to every command and key of the watcher"
+        )
+    return (
+        f"cannot reach Redis at {url} ({detail}): check WATCHER_REDIS_URL and that Redis is "
+        "running and reachable from here"
+    )
+
+
+def redis_failure_exit(settings: Settings, exc: Exception) -> NoReturn:
+    click.echo(f"watcher: {redis_failure_message(settings, exc)}", err=True)
+    sys.exit(REDIS_EXIT)
 
 
 def fail(message: str) -> NoReturn:

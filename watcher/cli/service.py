@@ -95,23 +95,26 @@ def api(host: str, port: int) -> None:
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
 def flower(address: str, port: int) -> None:
-    """Run Flower on the pool, behind basic auth from WATCHER_FLOWER_BASIC_AUTH."""
+    """Run Flower on the pool, every page (/metrics, /healthcheck too) behind basic auth from
+    WATCHER_FLOWER_BASIC_AUTH."""
     settings = settings_or_exit()
     if settings.watcher_flower_basic_auth is None:
         fail("WATCHER_FLOWER_BASIC_AUTH is not set (user:password); Flower needs it")
+    try:
+        settings.broker_url()
+    except ConfigError as exc:
+        fail(str(exc))
     env = {
         **os.environ,
         # Through the environment, not argv, so the password is not in `ps` output.
         "FLOWER_BASIC_AUTH": settings.watcher_flower_basic_auth.get_secret_value(),
         "FLOWER_UNAUTHENTICATED_API": "false",
     }
+    # `celery -A watcher flower`, with /metrics and /healthcheck behind the same basic auth.
     argv = [
         sys.executable,
         "-m",
-        "celery",
-        "-A",
-        "watcher",
-        "flower",
+        "watcher.cli.flower_app",
         f"--address={address}",
         f"--port={port}",
     ]

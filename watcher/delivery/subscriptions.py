@@ -17,6 +17,7 @@ import redis
 
 from watcher.delivery.signing import generate_secret
 from watcher.delivery.ssrf import UnsafeURLError, check_url
+from watcher.durability import Durability
 from watcher.keys import Keys
 
 PAYMENT_EVENT_TYPES = ("payment.completed", "payment.failed", "payment.expired")
@@ -158,7 +159,15 @@ def _check_description(description: str | None) -> str | None:
 
 
 class SubscriptionStore:
-    def __init__(self, client: redis.Redis, keys: Keys, *, allow_private: bool) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        allow_private: bool,
+        durability: Durability | None = None,
+    ) -> None:
+        self.durability = durability or Durability()
         self.redis = client
         self.keys = keys
         self.allow_private = allow_private
@@ -180,6 +189,12 @@ class SubscriptionStore:
         pipe.hset(self.keys.subscription(sub.id), mapping=cast(Any, fields))
         pipe.zadd(self.keys.subscriptions_index, {sub.id: sub.created_at})
         pipe.execute()
+        if self.durability.replicas > 0:
+            # A write on the WAIT's own connection, so the WAIT covers it (and all before it).
+            check = self.redis.pipeline(transaction=False)
+            check.hset(self.keys.subscription(sub.id), "replicated_at", repr(time.time()))
+            self.durability.wait_in(check)
+            self.durability.check(check.execute(), f"subscription {sub.id}")
 
     def create(
         self,

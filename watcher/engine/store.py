@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import redis
 
+from watcher.durability import Durability
 from watcher.engine.records import PaymentRecord, event_body, transition_event_id
 from watcher.engine.scripts import Scripts
 from watcher.keys import Keys
@@ -81,10 +82,17 @@ def _final_event(
 
 
 class PaymentStore:
-    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        scripts: Scripts | None = None,
+        durability: Durability | None = None,
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.scripts = scripts or Scripts.register(client)
+        self.durability = durability or Durability()
 
     # --- reading ---------------------------------------------------------------------------------
     def get(self, payment_id: str) -> PaymentRecord | None:
@@ -173,16 +181,32 @@ class PaymentStore:
             ],
             args=args,
         )
+        pipe = self.redis.pipeline(transaction=False)
         if created:
-            self.redis.rpush(
-                self.keys.transitions(payment.id),
-                json.dumps(
-                    {"from": None, "to": payment.status, "at": now, "event_id": event_id or None}
-                ),
-            )
+            transition = {
+                "from": None,
+                "to": payment.status,
+                "at": now,
+                "event_id": event_id or None,
+            }
+            pipe.rpush(self.keys.transitions(payment.id), json.dumps(transition))
             if final:
-                self.count(f"transitions:{payment.status}")
+                pipe.hincrby(self.keys.counters, f"transitions:{payment.status}", 1)
+        self._replicated(pipe, payment.id, now)
         return bool(created)
+
+    def ensure_replicated(self, payment_id: str, now: float) -> None:
+        """A watch found already stored may be one whose first WAIT fell short: wait again."""
+        self._replicated(self.redis.pipeline(transaction=False), payment_id, now)
+
+    def _replicated(self, pipe: Any, payment_id: str, now: float) -> None:
+        """Run `pipe`, then (when WATCHER_REDIS_MIN_REPLICAS is set) wait for replicas to hold
+        this watch: a write on the same connection first, so the WAIT covers it."""
+        if self.durability.replicas > 0:
+            pipe.hset(self.keys.payment(payment_id), "replicated_at", repr(now))
+            self.durability.wait_in(pipe)
+        results = pipe.execute()
+        self.durability.check(results, f"the watch of payment {payment_id}")
 
     # --- polling bookkeeping ---------------------------------------------------------------------
     def claim_due(self, now: float, lease: float, limit: int) -> list[str]:

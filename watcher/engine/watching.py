@@ -11,6 +11,13 @@ from watcher.engine.records import PaymentRecord
 from watcher.logging import get_logger
 from watcher.runtime import Runtime
 from watcher.voltage.errors import VoltageError
+from watcher.voltage.limits import (
+    MAX_AMOUNT_MSATS,
+    MAX_DESCRIPTION_BYTES,
+    MAX_EXPIRATION,
+    MAX_METADATA_ENTRIES,
+    MAX_METADATA_LENGTH,
+)
 from watcher.voltage.models import Payment
 
 log = get_logger(__name__)
@@ -22,6 +29,89 @@ CLIENT_ID_NAMESPACE = uuid.UUID("5b0e4a8e-51c4-4b55-9a51-5e2b9f2a8d01")
 
 def payment_id_for_client_id(wallet_id: str, client_id: str) -> str:
     return str(uuid.uuid5(CLIENT_ID_NAMESPACE, f"{wallet_id}\x00{client_id}"))
+
+
+class InvalidCreate(ValueError):
+    """A create Voltage would refuse, found before anything is sent or stored."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+
+
+def _is_valid_text(value: str) -> bool:
+    """No lone surrogates (from bytes that were not UTF-8): JSON can carry them, Voltage and
+    Redis cannot."""
+    return not any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+
+
+def _text_problems(field: str, value: object, max_chars: int, *, min_chars: int = 0) -> list[str]:
+    if not isinstance(value, str):
+        return [f"{field}: expected text"]
+    if not _is_valid_text(value):
+        return [f"{field}: must be valid Unicode text (no lone surrogates)"]
+    if not min_chars <= len(value) <= max_chars:
+        return [f"{field}: expected {min_chars} to {max_chars} characters, got {len(value)}"]
+    return []
+
+
+def create_problems(
+    *,
+    amount_msats: int | None,
+    description: str | None,
+    expiration: int | None,
+    metadata: dict[str, str] | None,
+) -> list[tuple[str, str]]:
+    """(field, message) for every create field Voltage would refuse; empty when all fit."""
+    problems: list[tuple[str, str]] = []
+    if amount_msats is not None and (
+        isinstance(amount_msats, bool)
+        or not isinstance(amount_msats, int)
+        or not 0 <= amount_msats <= MAX_AMOUNT_MSATS
+    ):
+        problems.append(("amount_msats", f"expected whole msats from 0 to {MAX_AMOUNT_MSATS}"))
+    if description is not None:
+        problems += _description_problems(description)
+    if expiration is not None and (
+        isinstance(expiration, bool)
+        or not isinstance(expiration, int)
+        or not 1 <= expiration <= MAX_EXPIRATION
+    ):
+        problems.append(("expiration", f"expected whole seconds from 1 to {MAX_EXPIRATION}"))
+    if metadata is not None:
+        problems += _metadata_problems(metadata)
+    return problems
+
+
+def _description_problems(description: object) -> list[tuple[str, str]]:
+    if not isinstance(description, str) or not _is_valid_text(description):
+        return [("description", "must be valid Unicode text (no lone surrogates)")]
+    size = len(description.encode("utf-8"))
+    if size > MAX_DESCRIPTION_BYTES:
+        return [
+            (
+                "description",
+                f"at most {MAX_DESCRIPTION_BYTES} bytes of UTF-8 fit an invoice, got {size}",
+            )
+        ]
+    return []
+
+
+def _metadata_problems(metadata: object) -> list[tuple[str, str]]:
+    if not isinstance(metadata, dict):
+        return [("metadata", "expected an object of text keys and text values")]
+    problems: list[tuple[str, str]] = []
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        problems.append(
+            ("metadata", f"at most {MAX_METADATA_ENTRIES} entries, got {len(metadata)}")
+        )
+    for key, value in metadata.items():
+        for message in _text_problems("key", key, MAX_METADATA_LENGTH, min_chars=1):
+            problems.append(("metadata", f"{message} ({str(key)[:32]!r})"))
+        if isinstance(key, str):
+            for message in _text_problems("value", value, MAX_METADATA_LENGTH):
+                problems.append((f"metadata.{key[:32]}", message))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -43,13 +133,24 @@ def create_and_watch(
     invoice_wait: float | None = None,
 ) -> WatchResult:
     """Create a receive on Voltage and watch it. Answers as soon as the invoice exists, or
-    after `invoice_wait` with the status so far (the watch goes on either way)."""
+    after `invoice_wait` with the status so far (the watch goes on either way). Raises
+    `InvalidCreate` first, sending nothing, for fields Voltage would refuse."""
+    problems = create_problems(
+        amount_msats=amount_msats,
+        description=description,
+        expiration=expiration,
+        metadata=metadata,
+    )
+    if problems:
+        raise InvalidCreate(problems)
     wallet = wallet_id or rt.settings.voltage_wallet_id
     if not wallet:
         raise ValueError("wallet_id: no wallet given and VOLTAGE_WALLET_ID is not set")
     payment_id = payment_id_for_client_id(wallet, client_id) if client_id else str(uuid.uuid4())
     existing = rt.store.get(payment_id)
     if existing is not None:
+        # Maybe stored by an attempt whose replica wait fell short: confirm it now.
+        rt.store.ensure_replicated(payment_id, rt.clock())
         return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
 
     rt.voltage.submit_receive(
@@ -90,6 +191,8 @@ def watch_existing(rt: Runtime, payment_id: str) -> WatchResult:
     """Adopt a payment created elsewhere. Raises VoltageNotFound if Voltage does not know it."""
     existing = rt.store.get(payment_id)
     if existing is not None:
+        # Maybe stored by an attempt whose replica wait fell short: confirm it now.
+        rt.store.ensure_replicated(payment_id, rt.clock())
         return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
     payment = rt.voltage.get_payment(payment_id)
     now = rt.clock()

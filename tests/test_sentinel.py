@@ -88,3 +88,15 @@ def test_worker_and_beat_run_through_sentinel(
         timeout=40,
         message="the event, with Celery's broker behind sentinel",
     )
+
+
+@pytest.mark.timeout(400)
+def test_a_failover_under_load_loses_no_payment(tmp_path: Path) -> None:
+    """The fault suite's Sentinel phase, smaller: the master is SIGKILLed mid-load, the
+    replica promoted, and every payment still reaches the subscriber under one webhook-id."""
+    from tests.chaos.failover import run_failover_phase
+
+    report = run_failover_phase(tmp_path, payments=40, log=lambda _line: None)
+    assert report.failover_seconds is not None
+    assert report.problems() == []
+    assert report.delivered == report.payments == 40

@@ -35,6 +35,7 @@ class ChaosParams:
     drain_timeout: float = 180.0  # after the faults stop, everything must arrive by then
     workers: int = 2
     seed: int = 7
+    sentinel_payments: int = 0  # > 0: the Sentinel failover phase, with this many payments
 
     @classmethod
     def short(cls, seed: int = 7) -> ChaosParams:
@@ -50,6 +51,7 @@ class ChaosParams:
             chaos_duration=420.0,
             drain_timeout=300.0,
             seed=seed,
+            sentinel_payments=200,
         )
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tests.chaos.failover import FailoverReport
 from tests.chaos.hanging import HangingReport
 from tests.chaos.plan import EVENT_OF_STATUS, PlannedPayment, SubscriberSpec
 from tests.chaos.subscribers import Receipt
@@ -58,6 +59,7 @@ class ChaosReport:
     harness_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     hanging: HangingReport | None = None  # the default-layout phase, run after the faults
+    failover: FailoverReport | None = None  # long mode: the Sentinel failover phase
 
     @property
     def deliveries_expected(self) -> int:
@@ -87,8 +89,9 @@ class ChaosReport:
             for name in ("lost", "unverified", "unexpected", "conflicting"):
                 if getattr(sub, name):
                     found.append(f"subscriber {sub.name}: {name} = {getattr(sub, name)}")
-        if self.hanging is not None:
-            found += self.hanging.problems()
+        for phase in (self.hanging, self.failover):
+            if phase is not None:
+                found += phase.problems()
         return found
 
     def format(self) -> str:
@@ -115,8 +118,9 @@ class ChaosReport:
             f"{s.lost:>6}{s.unverified:>8}{_s(s.worst_delay):>13}"
             for s in self.subscribers
         ]
-        if self.hanging is not None:
-            lines += ["", self.hanging.format()]
+        for phase in (self.hanging, self.failover):
+            if phase is not None:
+                lines += ["", phase.format()]
         problems = self.problems()
         lines.append("")
         lines.append("PROBLEMS: " + "; ".join(problems) if problems else "lost = 0: no problems")

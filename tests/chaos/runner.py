@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 import requests
 
 from tests.chaos.cluster import Cluster
+from tests.chaos.failover import run_failover_phase
 from tests.chaos.hanging import run_hanging_phase
 from tests.chaos.plan import SUBSCRIBERS, ChaosParams, PlannedPayment, make_plan
 from tests.chaos.report import ChaosReport, OutboxEvent, build_report
@@ -324,6 +325,11 @@ def run_chaos(
     # The hanging phase has a deployment of its own: the default layout, production defaults.
     log("hanging phase: the default layout under a subscriber that holds every request 60 s")
     report.hanging = run_hanging_phase(workdir / "hanging", log)
+    if params.sentinel_payments:
+        log("sentinel phase: the Redis master SIGKILLed under load, its replica promoted")
+        report.failover = run_failover_phase(
+            workdir / "sentinel", log, payments=params.sentinel_payments, seed=params.seed
+        )
     report.seconds = time.time() - started
     return report
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 import requests
@@ -19,18 +20,23 @@ pytestmark = pytest.mark.timeout(120)
 AUTH = ("operator", "flower-password-123")
 
 
-def test_flower_finds_the_worker_behind_basic_auth(make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(WATCHER_FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}")
-    stack.start_worker("flowerseen")
+def start_flower(stack: Stack, log_name: str) -> tuple[subprocess.Popen[bytes], IO[bytes], str]:
+    """`watcher flower` on a free port, logging to `log_name`; its process, log and URL."""
     port = free_port()
-    log = (stack.tmp / "flower.log").open("wb")
+    log = (stack.tmp / log_name).open("wb")
     flower = subprocess.Popen(
         [sys.executable, "-m", "watcher", "flower", "--port", str(port)],
         env=stack.env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    return flower, log, f"http://127.0.0.1:{port}"
+
+
+def test_flower_finds_the_worker_behind_basic_auth(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(WATCHER_FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}")
+    stack.start_worker("flowerseen")
+    flower, log, url = start_flower(stack, "flower.log")
     try:
 
         def workers() -> dict[str, object] | None:
@@ -90,15 +96,7 @@ def test_flower_metrics_and_healthcheck_demand_the_password(
 ) -> None:
     """Flower leaves these two open even with basic auth; `watcher flower` closes them."""
     stack = make_stack(WATCHER_FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}")
-    port = free_port()
-    log = (stack.tmp / "flower-open-routes.log").open("wb")
-    flower = subprocess.Popen(
-        [sys.executable, "-m", "watcher", "flower", "--port", str(port)],
-        env=stack.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    flower, log, url = start_flower(stack, "flower-open-routes.log")
     try:
 
         def listening() -> bool:
@@ -120,7 +118,10 @@ def test_flower_metrics_and_healthcheck_demand_the_password(
         assert "flower_" in metrics.text
         assert requests.get(f"{url}/healthcheck", auth=AUTH, timeout=5).text == "OK"
         for where, probe in deploy_probes():
-            argv = [sys.executable, *(arg.replace("5555", str(port)) for arg in probe[1:])]
+            argv = [
+                sys.executable,
+                *(arg.replace("5555", url.rsplit(":", 1)[1]) for arg in probe[1:]),
+            ]
             ran = subprocess.run(argv, env=stack.env, capture_output=True, timeout=30, check=False)
             assert ran.returncode == 0, (where, ran.stderr)
             anonymous = {k: v for k, v in stack.env.items() if k != "WATCHER_FLOWER_BASIC_AUTH"}

@@ -25,7 +25,7 @@ class Durability:
     """`replicas` = 0 (the default, and right for a Redis without replicas) waits for nothing."""
 
     replicas: int = 0
-    timeout_ms: int = 1000
+    timeout_ms: int = 2000
 
     def wait_in(self, pipe: Any) -> None:
         """Queue a WAIT behind the writes in `pipe`: one connection, so it covers them, and

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     watcher_redis_url: str | None = Field(default=None, repr=False)
     watcher_redis_sentinel_master: str | None = None
     watcher_redis_min_replicas: int = Field(default=0, ge=0, le=16)
-    watcher_redis_replica_timeout: float = Field(default=1.0, gt=0, le=60)
+    watcher_redis_replica_timeout: float = Field(default=2.0, gt=0, le=60)
     watcher_data_dir: Path = Path("./data")
     watcher_redis_prefix: str = Field(default="vw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 

@@ -375,7 +375,9 @@ def test_create_read_and_list_payments(api: ApiClient, sim_control: SimControl) 
     assert len(ok(api.get("/v1/payments", params={"status": "receiving"}))["items"]) == 3
     assert len(ok(api.get("/v1/payments", params={"watching": "false"}))["items"]) == 0
 
-    error_of(api.get("/v1/payments/does-not-exist"), 404, "not_found")
+    error_of(api.get(f"/v1/payments/{uuid.uuid4()}"), 404, "not_found")
+    error = error_of(api.get("/v1/payments/does-not-exist"), 422, "validation_error")
+    assert fields_of(error) == ["path.payment_id"]
 
 
 @pytest.mark.parametrize(
@@ -694,8 +696,11 @@ def test_recover_validation(api: ApiClient) -> None:
 
 
 def test_deliveries_and_events_not_found_and_query_validation(api: ApiClient) -> None:
-    error_of(api.get("/v1/deliveries/dlv_nope"), 404, "not_found")
-    error_of(api.post("/v1/deliveries/dlv_nope/redeliver"), 404, "not_found")
+    unknown = "dlv_" + "0" * 24
+    error_of(api.get(f"/v1/deliveries/{unknown}"), 404, "not_found")
+    error_of(api.post(f"/v1/deliveries/{unknown}/redeliver"), 404, "not_found")
+    error = error_of(api.get("/v1/deliveries/dlv_nope"), 422, "validation_error")
+    assert fields_of(error) == ["path.delivery_id"]
     assert ok(api.get("/v1/deliveries")) == {"items": [], "next_cursor": None}
     assert ok(api.get("/v1/events")) == {"items": [], "next_cursor": None}
     for path, params, field in (

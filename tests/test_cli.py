@@ -214,15 +214,15 @@ def test_operator_commands_for_subscriptions_and_deliveries(
 
 REDIS_COMMANDS = [
     ("status",),
-    ("status", "pay-1"),
+    ("status", "0f3d8a52-6c1e-4b7a-9d2f-3e5a7c9b1d04"),
     ("events",),
     ("create", "--amount-msats", "1000"),
     ("watch", "9b1c3f52-7f39-4c3e-8e8c-1c1d6f0e6a01"),
     ("subscriptions", "list"),
-    ("subscriptions", "show", "sub_x"),
+    ("subscriptions", "show", "sub_" + "0" * 24),
     ("subscriptions", "add", "https://example.com/hook"),
     ("deliveries", "list"),
-    ("deliveries", "show", "dlv_x"),
+    ("deliveries", "show", "dlv_" + "0" * 24),
 ]
 WRONG_PASSWORD = "wrong-redis-password-42"
 RIGHT_PASSWORD = "right-redis-password-42"

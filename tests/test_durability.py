@@ -73,3 +73,26 @@ def test_without_replicas_configured_nothing_waits(redis_client: redis.Redis) ->
     payment = voltage_payment(str(uuid.uuid4()), "receiving")
     assert store.adopt(payment, source="test", now=1.0, first_poll_at=1.0)
     store.ensure_replicated(payment.id, 2.0)
+
+
+def test_the_api_answers_503_for_a_write_no_replica_confirmed() -> None:
+    """A 500 would tell the application something broke; it is a retry, like a Redis outage."""
+    import asyncio
+    import json
+
+    from fastapi import FastAPI
+    from starlette.requests import Request
+
+    from watcher.api.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+    handler = app.exception_handlers[NotReplicated]
+    request = Request({"type": "http", "method": "POST", "path": "/v1/payments", "headers": []})
+    exc = NotReplicated("the watch of payment p: 0 of 1 Redis replicas confirmed it")
+    response = asyncio.run(handler(request, exc))  # type: ignore[arg-type]
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    error = json.loads(bytes(response.body))["error"]
+    assert error["type"] == "not_replicated"
+    assert "retry" in error["detail"]

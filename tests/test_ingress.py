@@ -214,6 +214,14 @@ def test_signed_but_unusable_payloads_are_400(api: ApiClient) -> None:
         error_of(send(api, body), 400, "invalid_payload")
 
 
+def test_a_signed_hint_naming_a_key_of_another_type_is_400(api: ApiClient, stack: Stack) -> None:
+    """`<id>:transitions` is a Redis list: spliced into a key name it answered 500 (WRONGTYPE)."""
+    real = create_and_watch(stack.runtime, amount_msats=1_000).record.id
+    for hostile in (f"{real}:transitions", "pay-1", real + "\n"):
+        error = error_of(send(api, payload({"id": hostile})), 400, "invalid_payload")
+        assert "UUID" in error["detail"]
+
+
 def test_ingress_is_off_without_a_secret(make_stack: Callable[..., Stack]) -> None:
     stack = api_stack(make_stack)  # VOLTAGE_WEBHOOK_SECRET unset
     with serve(stack) as api:

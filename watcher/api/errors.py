@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from watcher.api.models import ErrorResponse
+from watcher.durability import NotReplicated
 from watcher.logging import get_logger
 from watcher.settings import ConfigError
 from watcher.voltage.errors import (
@@ -314,13 +315,68 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     return error_response(422, "validation_error", summary, fields=fields)
 
 
+# Redis failures a client can wait out: (exception classes, what to tell them). Anything else
+# (WRONGTYPE, a script error, a bad argument) is a bug or corrupt data, not an outage: a logged
+# 500, so nobody goes looking for a Redis that answered perfectly well.
+_REDIS_OUTAGES: tuple[tuple[tuple[type[redis.RedisError], ...], str], ...] = (
+    (
+        (redis.AuthenticationError, redis.exceptions.AuthorizationError),
+        "the watcher's Redis refused its credentials; the operator must check WATCHER_REDIS_URL",
+    ),
+    ((redis.BusyLoadingError,), "the watcher's Redis is loading its data; try again shortly"),
+    (
+        (redis.ConnectionError, redis.TimeoutError),
+        "the watcher's Redis is unreachable; try again later",
+    ),
+    (
+        (
+            redis.ReadOnlyError,
+            redis.exceptions.TryAgainError,
+            redis.exceptions.ClusterDownError,
+        ),
+        "the watcher's Redis cannot take writes right now (a failover?); try again shortly",
+    ),
+    (
+        (redis.exceptions.OutOfMemoryError,),
+        "the watcher's Redis is out of memory; the operator must free some or raise maxmemory",
+    ),
+)
+
+
+def redis_outage(exc: redis.RedisError) -> str | None:
+    """What to say when this error means Redis cannot serve right now; None for the rest."""
+    for classes, detail in _REDIS_OUTAGES:
+        if isinstance(exc, classes):
+            return detail
+    return None
+
+
 async def _on_redis_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, redis.RedisError)  # noqa: S101 - registered for RedisError only
+    detail = redis_outage(exc)
+    if detail is None:
+        log_failure(log, "unexpected Redis error in the API", exc, path=request.url.path)
+        return error_response(
+            500, "internal_error", "an internal error occurred; it has been logged"
+        )
     log.error("redis unavailable", path=request.url.path, error=type(exc).__name__)
     return error_response(
         503,
         "redis_unavailable",
-        "the watcher's Redis is unreachable; try again later",
+        detail,
         headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
+    )
+
+
+async def _on_not_replicated(request: Request, exc: Exception) -> JSONResponse:
+    """A watch or subscription no replica confirmed: stored, maybe not durable. The caller
+    retries (creates and watches are idempotent); trusting it could lose it in a failover."""
+    log.warning("write not confirmed by a replica", path=request.url.path, error=str(exc))
+    return error_response(
+        503,
+        "not_replicated",
+        f"{exc}: retry the same request (with the same client_id for a create)",
+        headers={"Retry-After": "1"},
     )
 
 
@@ -340,6 +396,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(redis.RedisError, _on_redis_error)
     app.add_exception_handler(ConfigError, _on_config_error)
+    app.add_exception_handler(NotReplicated, _on_not_replicated)
     app.add_exception_handler(VoltageError, _on_voltage_error)
 
 

@@ -32,9 +32,10 @@ from watcher.api.ingress_guard import (
     replay_ttl,
     take_read,
 )
-from watcher.api.models import MAX_ID_LENGTH, IngressResult
+from watcher.api.models import IngressResult
 from watcher.engine.poller import poll_payment
 from watcher.engine.watching import watch_existing
+from watcher.ids import PAYMENT
 from watcher.logging import bind, get_logger, unbind
 from watcher.voltage.errors import VoltageError
 
@@ -98,12 +99,14 @@ def parse_hint(body: bytes) -> Hint:
     detail = payload.get("detail") if isinstance(payload, dict) else None
     data = detail.get("data") if isinstance(detail, dict) else None
     payment_id = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(payment_id, str) or not 0 < len(payment_id) <= MAX_ID_LENGTH:
+    if not isinstance(payment_id, str) or not PAYMENT.matches(payment_id):
         raise ApiError(
             400,
             "invalid_payload",
-            "expected {'type', 'detail': {'event', 'data': {'id', ...}}} with a payment id",
+            "expected {'type', 'detail': {'event', 'data': {'id', ...}}} with a payment id "
+            f"({PAYMENT.description})",
         )
+    payment_id = PAYMENT.check(payment_id)
     kind = payload.get("type")
     event = detail.get("event") if isinstance(detail, dict) else None
     return Hint(

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -19,8 +20,11 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
+
+from watcher import ids
 
 # 21 million bitcoin in millisatoshis: no Lightning amount can be larger.
 MAX_MSATS = 2_100_000_000_000_000_000
@@ -69,6 +73,38 @@ def _strict_bool_text(value: Any) -> Any:
 
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
 QueryBool = Annotated[bool, BeforeValidator(_strict_bool_text)]
+
+
+def _id_schema(kind: ids.IdKind) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"type": "string", "pattern": kind.pattern, "description": f"{kind.description}."}
+    )
+
+
+def _stream_cursor(value: str) -> str:
+    ids.parse_stream_id(value)
+    return value
+
+
+# Ids in paths and queries: checked against their own shape (watcher/ids.py) before any
+# route splices them into a Redis key; a malformed one is a 422 naming the parameter.
+PaymentIdText = Annotated[str, AfterValidator(ids.PAYMENT.check), _id_schema(ids.PAYMENT)]
+SubscriptionIdText = Annotated[
+    str, AfterValidator(ids.SUBSCRIPTION.check), _id_schema(ids.SUBSCRIPTION)
+]
+DeliveryIdText = Annotated[str, AfterValidator(ids.DELIVERY.check), _id_schema(ids.DELIVERY)]
+EventIdText = Annotated[str, AfterValidator(ids.EVENT.check), _id_schema(ids.EVENT)]
+StreamCursor = Annotated[
+    str,
+    AfterValidator(_stream_cursor),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": ids.STREAM_ID_PATTERN,
+            "description": "The `next_cursor` of the previous page.",
+        }
+    ),
+]
 
 
 def _has_surrogate(value: Any) -> bool:

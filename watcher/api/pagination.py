@@ -13,20 +13,20 @@ import base64
 import binascii
 import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import redis
 
 from watcher.api.errors import invalid
+from watcher.ids import STREAM_PART_LIMIT, InvalidId, parse_stream_id
 
 T = TypeVar("T")
 
 Position = tuple[float, str]
 
 MAX_SCAN = 5000
-_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_LAST_STREAM_ID = (STREAM_PART_LIMIT - 1, STREAM_PART_LIMIT - 1)
 
 
 def encode_cursor(position: Position) -> str:
@@ -123,10 +123,14 @@ def zset_page(
 # --- the outbox stream ------------------------------------------------------------------------
 
 
-def check_stream_cursor(cursor: str | None) -> str | None:
-    if cursor is not None and not _STREAM_ID.fullmatch(cursor):
-        raise invalid("query.cursor", "not a cursor this API returned")
-    return cursor
+def check_stream_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """The cursor as a stream position; Redis would refuse one past 2**64 with an error."""
+    if cursor is None:
+        return None
+    try:
+        return parse_stream_id(cursor)
+    except InvalidId as exc:
+        raise invalid("query.cursor", str(exc)) from None
 
 
 def stream_page(
@@ -142,14 +146,17 @@ def stream_page(
     max_scan: int = MAX_SCAN,
 ) -> tuple[list[tuple[str, dict[str, str]]], str | None]:
     """Entries of a stream between two times (ms, inclusive), after `cursor`, filtered."""
-    check_stream_cursor(cursor)
+    position = check_stream_cursor(cursor)
+    if position == (_LAST_STREAM_ID if not newest_first else (0, 0)):
+        return [], None  # nothing lies beyond either end, and Redis refuses `(` on them
     low: str = "-" if since_ms is None else str(since_ms)
     high: str = "+" if until_ms is None else str(until_ms)
-    if cursor is not None:
+    if position is not None:
+        after = f"({position[0]}-{position[1]}"
         if newest_first:
-            high = f"({cursor}"
+            high = after
         else:
-            low = f"({cursor}"
+            low = after
     items: list[tuple[str, dict[str, str]]] = []
     scanned = 0
     batch = max(20, min(200, limit * 2))

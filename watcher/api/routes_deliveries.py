@@ -11,15 +11,19 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import error_responses, invalid, not_found
 from watcher.api.models import (
-    MAX_ID_LENGTH,
     DeliveryDetail,
+    DeliveryIdText,
     DeliveryOut,
     DeliveryPage,
     DeliveryStatus,
+    EventIdText,
     EventOut,
     EventPage,
     EventTypeName,
+    PaymentIdText,
     Rfc3339,
+    StreamCursor,
+    SubscriptionIdText,
 )
 from watcher.api.pagination import stream_page, zset_page
 from watcher.delivery.store import Delivery
@@ -31,10 +35,14 @@ log = get_logger(__name__)
 router = APIRouter()
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
-DeliveryId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+DeliveryId = Annotated[DeliveryIdText, Path()]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=1024)]
-OptionalId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH)]
+OptionalSubscriptionId = Annotated[
+    SubscriptionIdText | None, Query(description="Only this subscription's")
+]
+OptionalEventId = Annotated[EventIdText | None, Query(description="Only this event's")]
+OptionalPaymentId = Annotated[PaymentIdText | None, Query(description="Only this payment's")]
 
 
 def delivery_out(delivery: Delivery) -> DeliveryOut:
@@ -52,9 +60,9 @@ def delivery_out(delivery: Delivery) -> DeliveryOut:
 )
 def list_deliveries(
     ctx: Ctx,
-    subscription_id: OptionalId = None,
+    subscription_id: OptionalSubscriptionId = None,
     status: Annotated[DeliveryStatus | None, Query(description="Only this status")] = None,
-    event_id: OptionalId = None,
+    event_id: OptionalEventId = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> DeliveryPage:
@@ -155,7 +163,7 @@ def event_out(entry_id: str, fields: dict[str, str]) -> EventOut:
 def list_events(
     ctx: Ctx,
     type: Annotated[EventTypeName | None, Query(description="Only this event type")] = None,
-    payment_id: OptionalId = None,
+    payment_id: OptionalPaymentId = None,
     since: Annotated[
         Rfc3339 | None, Query(description="RFC 3339; events at or after this time")
     ] = None,
@@ -164,7 +172,7 @@ def list_events(
     ] = None,
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
     limit: Limit = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[StreamCursor | None, Query()] = None,
 ) -> EventPage:
     since_ms, until_ms = _ms(since), _ms(until)
     if since_ms is not None and since_ms < 0:

@@ -9,9 +9,9 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import error_responses, invalid, not_found, voltage_error
 from watcher.api.models import (
-    MAX_ID_LENGTH,
     PaymentCreate,
     PaymentDetail,
+    PaymentIdText,
     PaymentOut,
     PaymentPage,
     PaymentStatusName,
@@ -30,7 +30,7 @@ log = get_logger(__name__)
 router = APIRouter(tags=["payments"])
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
-PaymentId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+PaymentId = Annotated[PaymentIdText, Path()]
 
 _CREATE_DOC = """Create a receive on Voltage and watch it until it completes, fails or expires.
 

@@ -9,12 +9,12 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError, error_responses, invalid, not_found
 from watcher.api.models import (
-    MAX_ID_LENGTH,
     QueryBool,
     RecoverRequest,
     RecoverResult,
     RotatedSecret,
     SubscriptionCreate,
+    SubscriptionIdText,
     SubscriptionOut,
     SubscriptionPage,
     SubscriptionUpdate,
@@ -36,7 +36,7 @@ log = get_logger(__name__)
 router = APIRouter(tags=["subscriptions"])
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
-SubscriptionId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+SubscriptionId = Annotated[SubscriptionIdText, Path()]
 
 
 def subscription_out(sub: Subscription) -> SubscriptionOut:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from watcher.cli.common import echo_json, echo_table, fail, runtime_or_exit
+from watcher.cli.params import DELIVERY_ID, SUBSCRIPTION_ID
 from watcher.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
 
 COLUMNS = (
@@ -27,7 +28,7 @@ def deliveries() -> None:
 
 
 @deliveries.command("list")
-@click.option("--subscription", "subscription_id", default=None)
+@click.option("--subscription", "subscription_id", type=SUBSCRIPTION_ID, default=None)
 @click.option("--status", type=click.Choice([PENDING, FAILED, SUCCEEDED, DEAD]), default=None)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -55,7 +56,7 @@ def list_deliveries(
 
 
 @deliveries.command("show")
-@click.argument("delivery_id")
+@click.argument("delivery_id", type=DELIVERY_ID)
 def show(delivery_id: str) -> None:
     """One delivery with every attempt: time, status code, latency, response excerpt, error."""
     rt = runtime_or_exit()
@@ -66,7 +67,7 @@ def show(delivery_id: str) -> None:
 
 
 @deliveries.command("redeliver")
-@click.argument("delivery_id")
+@click.argument("delivery_id", type=DELIVERY_ID)
 def redeliver(delivery_id: str) -> None:
     """Send it again now (same event, same webhook-id)."""
     from watcher.tasks import dispatch_due_deliveries_now

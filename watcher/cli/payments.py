@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
+from watcher.cli.params import PAYMENT_ID
 from watcher.engine.records import iso_timestamp
 from watcher.engine.watching import create_and_watch, watch_existing
 from watcher.voltage.errors import VoltageError, VoltageNotFound
@@ -57,7 +58,7 @@ def create(
 
 
 @click.command("watch")
-@click.argument("payment_id")
+@click.argument("payment_id", type=PAYMENT_ID)
 def watch(payment_id: str) -> None:
     """Watch a payment created elsewhere (by its Voltage id)."""
     rt = runtime_or_exit(need_voltage=True)
@@ -72,7 +73,7 @@ def watch(payment_id: str) -> None:
 
 
 @click.command("status")
-@click.argument("payment_id", required=False)
+@click.argument("payment_id", required=False, type=PAYMENT_ID)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(payment_id: str | None, limit: int, as_json: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
+from watcher.cli.params import SUBSCRIPTION_ID
 from watcher.delivery.subscriptions import (
     PAYMENT_EVENT_TYPES,
     InvalidSubscription,
@@ -82,14 +83,14 @@ def list_subscriptions(limit: int, as_json: bool) -> None:
 
 
 @subscriptions.command("show")
-@click.argument("subscription_id")
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def show(subscription_id: str) -> None:
     rt = runtime_or_exit()
     echo_json(_get(rt, subscription_id).to_public())
 
 
 @subscriptions.command("rotate")
-@click.argument("subscription_id")
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def rotate(subscription_id: str) -> None:
     """New signing secret; the old one keeps signing for WATCHER_WEBHOOK_SECRET_OVERLAP."""
     rt = runtime_or_exit()
@@ -100,7 +101,7 @@ def rotate(subscription_id: str) -> None:
 
 
 @subscriptions.command("disable")
-@click.argument("subscription_id")
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 @click.option("--reason", default="disabled by an operator", show_default=True)
 def disable(subscription_id: str, reason: str) -> None:
     rt = runtime_or_exit()
@@ -110,7 +111,7 @@ def disable(subscription_id: str, reason: str) -> None:
 
 
 @subscriptions.command("enable")
-@click.argument("subscription_id")
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def enable(subscription_id: str) -> None:
     rt = runtime_or_exit()
     _get(rt, subscription_id)
@@ -119,7 +120,7 @@ def enable(subscription_id: str) -> None:
 
 
 @subscriptions.command("test")
-@click.argument("subscription_id")
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def send_test(subscription_id: str) -> None:
     """Send a `webhook.test` event to this subscription."""
     from watcher.tasks import fan_out_and_dispatch
@@ -132,7 +133,7 @@ def send_test(subscription_id: str) -> None:
 
 
 @subscriptions.command("delete")
-@click.argument("subscription_id")
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def delete(subscription_id: str) -> None:
     rt = runtime_or_exit()
     _get(rt, subscription_id)

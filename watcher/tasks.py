@@ -126,10 +126,12 @@ def dispatch_due_deliveries_now(rt: Runtime) -> int:
 
 @app.task(name="watcher.dispatch_deliveries", ignore_result=True)
 def dispatch_deliveries() -> int:
-    """The tick's delivery half: fan out anything new, repair interrupted fan-outs, send."""
-    rt = get_runtime()
-    now = rt.clock()
-    rt.deliveries.repair_fan_out(_consumer(), now, FAN_OUT_REPAIR_IDLE_MS)
+    return repair_fan_out_and_dispatch(get_runtime())
+
+
+def repair_fan_out_and_dispatch(rt: Runtime) -> int:
+    """The tick's delivery half: repair interrupted fan-outs, fan out anything new, send."""
+    rt.deliveries.repair_fan_out(_consumer(), rt.clock(), FAN_OUT_REPAIR_IDLE_MS)
     return fan_out_and_dispatch(rt)
 
 
@@ -179,9 +181,7 @@ def sweep() -> int:
 def dispatch_tick(rt: Runtime) -> int:
     """One dispatcher tick: polls due, interrupted fan-outs repaired, deliveries due."""
     rt.store.count("dispatch_ticks")
-    sent = dispatch_due_polls_now(rt)
-    rt.deliveries.repair_fan_out(_consumer(), rt.clock(), FAN_OUT_REPAIR_IDLE_MS)
-    return sent + fan_out_and_dispatch(rt)
+    return dispatch_due_polls_now(rt) + repair_fan_out_and_dispatch(rt)
 
 
 def sweep_now(rt: Runtime) -> int:

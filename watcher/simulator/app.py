@@ -14,17 +14,24 @@ Control surface (no API key; not affected by faults; not counted in stats):
     POST   /_sim/payments/{id}/fail     body {"code": str, "detail": str}?  (code default no_route)
     POST   /_sim/payments/{id}/expire                                  -> 200 payment, expired
            404 payment_not_found for an unknown id; 409 payment_final once the payment is final.
+    POST   /_sim/payments/{id}/hide-from-filtered-lists   lists with statuses[] leave it out
+    DELETE /_sim/payments/{id}/hide-from-filtered-lists   lets it back in
+    POST   /_sim/payments/bulk          body {"count", "wallet_id", "expiration", "amount_msats"?,
+                                              "organization_id"?, "environment_id"?}
+                                        -> {"ids": [...]}: that many payments, already receiving
     GET    /_sim/payments               every payment, visible or not, with its invoice secrets
     GET    /_sim/payments/{id}          one of them
     POST   /_sim/faults                 body {"kind": "status"|"rate_limit"|"malformed"|"latency",
                                               "status", "count", "rate", "retry_after",
                                               "retry_after_ms", "latency", "method", "path",
+                                              "route": "list"|"read"|"create"|"history",
                                               "error_type", "body"}            -> 201 fault
     GET    /_sim/faults                 {"faults": [...]} with remaining counts
     DELETE /_sim/faults                 remove all;  DELETE /_sim/faults/{id}: remove one
     GET    /_sim/stats                  {"requests", "by_route", "by_status", "per_payment"}
     POST   /_sim/stats/reset
-    GET    /_sim/config, PATCH /_sim/config   {"not_found_window", "generating_delay"}
+    GET    /_sim/config, PATCH /_sim/config   {"not_found_window", "generating_delay",
+                                               "updated_at_backdate", "list_lag"}
     POST   /_sim/reset                  forget payments, faults and stats
     GET    /_sim/health
 
@@ -54,7 +61,10 @@ from watcher.simulator.state import (
     ALL_STATUSES,
     CREATE_PERMISSIONS,
     DEFAULT_LIST_LIMIT,
+    MAX_AMOUNT_MSATS,
+    MAX_EXPIRATION,
     MAX_LIST_LIMIT,
+    MAX_SEED_COUNT,
     PAYMENT_KINDS,
     ApiError,
     ListQuery,
@@ -463,6 +473,21 @@ class ConfigPatch(BaseModel):
 
     not_found_window: float | None = Field(default=None, ge=0, le=3600)
     generating_delay: float | None = Field(default=None, ge=0, le=3600)
+    updated_at_backdate: float | None = Field(default=None, ge=0, le=3600)
+    list_lag: float | None = Field(default=None, ge=0, le=3600)
+
+
+class BulkBody(BaseModel):
+    """`POST /_sim/payments/bulk`: pending payments for a benchmark, without a create each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=MAX_SEED_COUNT)
+    wallet_id: str = Field(min_length=1)
+    expiration: int = Field(ge=1, le=MAX_EXPIRATION)
+    amount_msats: int | None = Field(default=None, ge=0, le=MAX_AMOUNT_MSATS)
+    organization_id: str | None = Field(default=None, min_length=1)
+    environment_id: str | None = Field(default=None, min_length=1)
 
 
 class _ControlApi:
@@ -475,10 +500,14 @@ class _ControlApi:
         router = APIRouter(prefix="/_sim", tags=["Simulator control"])
         router.add_api_route("/health", self.health, methods=["GET"])
         router.add_api_route("/payments", self.list_payments, methods=["GET"])
+        router.add_api_route("/payments/bulk", self.bulk, methods=["POST"])
         router.add_api_route("/payments/{payment_id}", self.get_payment, methods=["GET"])
         router.add_api_route("/payments/{payment_id}/settle", self.settle, methods=["POST"])
         router.add_api_route("/payments/{payment_id}/fail", self.fail, methods=["POST"])
         router.add_api_route("/payments/{payment_id}/expire", self.expire, methods=["POST"])
+        hide = "/payments/{payment_id}/hide-from-filtered-lists"
+        router.add_api_route(hide, self.hide, methods=["POST"])
+        router.add_api_route(hide, self.unhide, methods=["DELETE"])
         router.add_api_route("/faults", self.add_fault, methods=["POST"], status_code=201)
         router.add_api_route("/faults", self.list_faults, methods=["GET"])
         router.add_api_route("/faults", self.clear_faults, methods=["DELETE"])
@@ -508,6 +537,39 @@ class _ControlApi:
 
     async def expire(self, payment_id: str) -> dict[str, Any]:
         return self.state.expire(payment_id)
+
+    async def hide(self, payment_id: str) -> dict[str, Any]:
+        return self.state.hide_from_filtered_lists(payment_id, hidden=True)
+
+    async def unhide(self, payment_id: str) -> dict[str, Any]:
+        return self.state.hide_from_filtered_lists(payment_id, hidden=False)
+
+    async def bulk(self, body: BulkBody) -> dict[str, Any]:
+        """Seed `count` receiving payments; ids default to the configured org and environment."""
+        config = self.state.config
+        organization_id = body.organization_id or config.organization_id
+        environment_id = body.environment_id or config.environment_id
+        missing = [
+            (name, "required: the simulator accepts any, so name the one to seed")
+            for name, value in (
+                ("organization_id", organization_id),
+                ("environment_id", environment_id),
+            )
+            if value is None
+        ]
+        if missing or organization_id is None or environment_id is None:
+            raise invalid_data(missing)
+        # Signing 10,000 invoices takes about a second: keep the event loop free.
+        ids = await run_in_threadpool(
+            self.state.seed_receiving,
+            body.count,
+            organization_id=organization_id,
+            environment_id=environment_id,
+            wallet_id=body.wallet_id,
+            expiration=body.expiration,
+            amount_msats=body.amount_msats,
+        )
+        return {"ids": ids}
 
     async def add_fault(self, spec: FaultSpec) -> dict[str, Any]:
         return self.faults.add(spec).describe()
@@ -540,7 +602,10 @@ class _ControlApi:
 
     async def patch_config(self, patch: ConfigPatch) -> dict[str, Any]:
         return self.state.update_config(
-            not_found_window=patch.not_found_window, generating_delay=patch.generating_delay
+            not_found_window=patch.not_found_window,
+            generating_delay=patch.generating_delay,
+            updated_at_backdate=patch.updated_at_backdate,
+            list_lag=patch.list_lag,
         )
 
     async def reset(self) -> dict[str, Any]:

@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from watcher.simulator.state import canonical_uuid, error_envelope
 
 FaultKind = Literal["status", "rate_limit", "malformed", "latency"]
+# Which API call a fault targets: a path substring cannot tell `.../payments` (list) from
+# `.../payments/{id}` (read), a route can.
+FaultRoute = Literal["list", "read", "create", "history"]
 
 # What a half-sent answer looks like: JSON that stops in the middle of a string.
 DEFAULT_MALFORMED_BODY = '{"id": "'
@@ -47,6 +50,7 @@ class FaultSpec(BaseModel):
     latency: float | None = Field(default=None, gt=0.0, le=120.0)
     method: Literal["GET", "POST"] | None = None
     path: str | None = Field(default=None, min_length=1, max_length=1000)
+    route: FaultRoute | None = None
     error_type: str | None = Field(default=None, min_length=1, max_length=100)
     body: str | None = Field(default=None, max_length=100_000)
 
@@ -78,6 +82,7 @@ class Fault:
     latency: float | None
     method: str | None
     path: str | None
+    route: FaultRoute | None
     error_type: str | None
     body: str | None
     applied: int = 0
@@ -86,6 +91,8 @@ class Fault:
         if self.remaining == 0:
             return False
         if self.method is not None and self.method != method:
+            return False
+        if self.route is not None and route_of(method, path) != self.route:
             return False
         return self.path is None or self.path in path
 
@@ -102,6 +109,7 @@ class Fault:
             "latency": self.latency,
             "method": self.method,
             "path": self.path,
+            "route": self.route,
             "error_type": self.error_type,
             "body": self.body,
             "applied": self.applied,
@@ -160,6 +168,7 @@ class FaultRegistry:
             latency=spec.latency,
             method=spec.method,
             path=spec.path,
+            route=spec.route,
             error_type=spec.error_type,
             body=spec.body,
         )
@@ -226,6 +235,19 @@ def classify(method: str, path: str) -> tuple[str, str | None]:
     if match.group("history"):
         return f"{method} /payments/{{id}}/history", None
     return f"{method} /payments/{{id}}", canonical_uuid(raw_id) or raw_id
+
+
+_ROUTES: dict[str, FaultRoute] = {
+    "GET /payments": "list",
+    "GET /payments/{id}": "read",
+    "POST /payments": "create",
+    "GET /payments/{id}/history": "history",
+}
+
+
+def route_of(method: str, path: str) -> FaultRoute | None:
+    """The API call a request is (`list`, `read`, `create`, `history`), None for anything else."""
+    return _ROUTES.get(classify(method, path)[0])
 
 
 class RequestStats:

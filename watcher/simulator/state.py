@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import builtins
+import functools
 import hashlib
 import heapq
 import json
@@ -22,7 +25,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -73,6 +76,8 @@ MAX_METADATA_LENGTH = 256
 MAX_AMOUNT_MSATS = 21_000_000 * 100_000_000 * 1000
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
+# Payments one `seed_receiving` call may add (the benchmark calls it repeatedly).
+MAX_SEED_COUNT = 10_000
 
 _MICROS = 1_000_000
 
@@ -85,6 +90,12 @@ class SimulatorConfig:
     `organization_id`/`environment_id` None accept any id in the path. A new payment answers
     404 for `not_found_window` seconds (Voltage's eventual consistency) and stays `generating`
     for `generating_delay` seconds. `seed` makes preimages and fault dice reproducible.
+
+    Two switches reproduce what Voltage's contract warns about the list endpoint, and apply to
+    every payment from the moment they are set: `updated_at_backdate` > 0 writes each status
+    transition's `updated_at` up to that many seconds in the past (the order is not a
+    watermark), and `list_lag` > 0 makes list calls show payments as they were that many
+    seconds ago (pages lag behind reads by id).
     """
 
     api_keys: dict[str, frozenset[str]] = field(default_factory=lambda: {"sim-key": PERMISSIONS})
@@ -93,6 +104,8 @@ class SimulatorConfig:
     not_found_window: float = 0.0
     generating_delay: float = 0.05
     seed: int | None = None
+    updated_at_backdate: float = 0.0
+    list_lag: float = 0.0
 
     def __post_init__(self) -> None:
         keys: dict[str, frozenset[str]] = {}
@@ -110,6 +123,8 @@ class SimulatorConfig:
         self.api_keys = keys
         _check_seconds("not_found_window", self.not_found_window)
         _check_seconds("generating_delay", self.generating_delay)
+        _check_seconds("updated_at_backdate", self.updated_at_backdate)
+        _check_seconds("list_lag", self.list_lag)
 
 
 def _check_seconds(name: str, value: float) -> None:
@@ -178,8 +193,13 @@ def invalid_data(errors: list[tuple[str, str]]) -> ApiError:
 def rfc3339(micros: int) -> str:
     """RFC 3339 in UTC with microseconds and `Z`, as Voltage prints timestamps."""
     seconds, fraction = divmod(micros, _MICROS)
-    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=fraction)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{_rfc3339_second(seconds)}.{fraction:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339_second(seconds: int) -> str:
+    """The date and time to the second; cached, as a page's timestamps share few seconds."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def to_micros(moment: datetime) -> int:
@@ -430,14 +450,26 @@ def decode_cursor(token: str, scope: str) -> tuple[int, str]:
 # --- Payments -----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class HistoryEntry:
     event_type: str
     micros: int
     error: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    """The parts of a payment a transition changes: what a lagging list still shows."""
+
+    status: str
+    updated_micros: int
+    generated: bool
+    error: dict[str, Any] | None
+    receipt_count: int
+    paid_msats: int | None
+
+
+@dataclass(slots=True)
 class SimPayment:
     """One simulated receive, with the invoice secrets the API never shows before settlement."""
 
@@ -460,6 +492,9 @@ class SimPayment:
     receipts: list[dict[str, Any]] = field(default_factory=list)
     paid_msats: int | None = None
     history: list[HistoryEntry] = field(default_factory=list)
+    # (wall micros a transition took effect, the view until then), oldest first.
+    past: list[tuple[int, PaymentView]] = field(default_factory=list)
+    hidden_from_filtered_lists: bool = False
 
     @property
     def expires_micros(self) -> int:
@@ -477,15 +512,30 @@ class SimPayment:
             return self.expires_micros + 1  # expired once now > timestamp + expiry
         return None
 
-    def sort_value(self, key: SortKey) -> int:
-        return self.created_micros if key == "created_at" else self.updated_micros
+    def view(self) -> PaymentView:
+        return PaymentView(
+            status=self.status,
+            updated_micros=self.updated_micros,
+            generated=self.generated,
+            error=self.error,
+            receipt_count=len(self.receipts),
+            paid_msats=self.paid_msats,
+        )
 
-    def render(self) -> dict[str, Any]:
-        """The Payment object exactly as Voltage's GET answers it."""
-        amount_msats = self.paid_msats if self.paid_msats is not None else self.requested_msats
+    def view_at(self, micros: int) -> PaymentView:
+        """What the payment looked like at wall time `micros` (after its creation)."""
+        for changed, view in self.past:
+            if micros < changed:
+                return view
+        return self.view()
+
+    def render(self, view: PaymentView | None = None) -> dict[str, Any]:
+        """The Payment object exactly as Voltage's GET answers it (as of `view`, default now)."""
+        v = view if view is not None else self.view()
+        amount_msats = v.paid_msats if v.paid_msats is not None else self.requested_msats
         amount_msats = amount_msats or 0
         requested = _btc_amount(self.requested_msats) if self.requested_msats is not None else None
-        shown_request = self.invoice.payment_request if self.generated else None
+        shown_request = self.invoice.payment_request if v.generated else None
         return {
             "direction": "receive",
             "payment_category": "standard",
@@ -495,7 +545,7 @@ class SimPayment:
             "environment_id": self.environment_id,
             "metadata": dict(self.metadata) if self.metadata else None,
             "created_at": rfc3339(self.created_micros),
-            "updated_at": rfc3339(self.updated_micros),
+            "updated_at": rfc3339(v.updated_micros),
             "currency": "btc",
             "type": "bolt11",
             "requested_amount": requested,
@@ -505,10 +555,10 @@ class SimPayment:
                 "amount_msats": amount_msats,
                 "memo": self.description,
                 "expiration": self.expiration,
-                "receipts": [json.loads(json.dumps(r)) for r in self.receipts],
+                "receipts": [json.loads(json.dumps(r)) for r in self.receipts[: v.receipt_count]],
             },
-            "status": self.status,
-            "error": dict(self.error) if self.error is not None else None,
+            "status": v.status,
+            "error": dict(v.error) if v.error is not None else None,
             "exchanges": [],
             "frozen": [],
         }
@@ -538,6 +588,7 @@ class SimPayment:
             "payment_hash": self.invoice.payment_hash,
             "preimage": self.invoice.preimage,
             "history": self.render_history()["events"],
+            "hidden_from_filtered_lists": self.hidden_from_filtered_lists,
         }
         return payment
 
@@ -553,7 +604,10 @@ def _receive_error(code: str, detail: str) -> dict[str, Any]:
 class SimulatorState:
     """All payments of the simulated environment, guarded by one lock.
 
-    `clock` returns Unix seconds; tests may inject a fake one.
+    `clock` returns Unix seconds; tests may inject a fake one. Two sorted indexes keep the list
+    calls the watcher makes every second cheap with 100,000 payments held: every payment by
+    `(created_micros, id)` and final payments by `(updated_micros, id)` (a final payment never
+    changes again, so its entry never moves). Other list queries scan.
     """
 
     def __init__(
@@ -571,6 +625,8 @@ class SimulatorState:
             not_found_window=base.not_found_window,
             generating_delay=base.generating_delay,
             seed=base.seed,
+            updated_at_backdate=base.updated_at_backdate,
+            list_lag=base.list_lag,
         )
         self._clock = clock
         self._lock = threading.Lock()
@@ -578,6 +634,8 @@ class SimulatorState:
         self._payments: dict[str, SimPayment] = {}
         # (deadline in micros, payment id): payments whose status the clock will change.
         self._due: list[tuple[int, str]] = []
+        self._by_created: list[tuple[int, str]] = []
+        self._final_by_updated: list[tuple[int, str]] = []
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -590,24 +648,39 @@ class SimulatorState:
             return {
                 "not_found_window": self._config.not_found_window,
                 "generating_delay": self._config.generating_delay,
+                "updated_at_backdate": self._config.updated_at_backdate,
+                "list_lag": self._config.list_lag,
                 "organization_id": self._config.organization_id,
                 "environment_id": self._config.environment_id,
                 "seed": self._config.seed,
             }
 
     def update_config(
-        self, *, not_found_window: float | None = None, generating_delay: float | None = None
+        self,
+        *,
+        not_found_window: float | None = None,
+        generating_delay: float | None = None,
+        updated_at_backdate: float | None = None,
+        list_lag: float | None = None,
     ) -> dict[str, Any]:
-        """Change timings at run time; they apply to payments created afterwards."""
-        if not_found_window is not None:
-            _check_seconds("not_found_window", not_found_window)
-        if generating_delay is not None:
-            _check_seconds("generating_delay", generating_delay)
+        """Change settings at run time.
+
+        The timings apply to payments created afterwards; `updated_at_backdate` and `list_lag`
+        apply to every payment from now on (transitions from now on, list calls from now on).
+        """
+        changes = {
+            "not_found_window": not_found_window,
+            "generating_delay": generating_delay,
+            "updated_at_backdate": updated_at_backdate,
+            "list_lag": list_lag,
+        }
+        for name, value in changes.items():
+            if value is not None:
+                _check_seconds(name, value)
         with self._lock:
-            if not_found_window is not None:
-                self._config.not_found_window = float(not_found_window)
-            if generating_delay is not None:
-                self._config.generating_delay = float(generating_delay)
+            for name, value in changes.items():
+                if value is not None:
+                    setattr(self._config, name, float(value))
         return self.config_snapshot()
 
     def permissions(self, api_key: str) -> frozenset[str] | None:
@@ -653,6 +726,7 @@ class SimulatorState:
         with self._lock:
             self._ensure_new(new.id)  # a concurrent create with the same id may have won
             self._payments[payment.id] = payment
+            bisect.insort(self._by_created, (payment.created_micros, payment.id))
             heapq.heappush(self._due, (payment.ready_micros, payment.id))
 
     def get(self, organization_id: str, environment_id: str, payment_id: str) -> dict[str, Any]:
@@ -668,59 +742,80 @@ class SimulatorState:
             payment = self._visible(organization_id, environment_id, payment_id)
             return payment.render_history() if payment is not None else {"events": []}
 
-    def list(self, organization_id: str, environment_id: str, query: ListQuery) -> dict[str, Any]:
+    def list(
+        self,
+        organization_id: str,
+        environment_id: str,
+        query: ListQuery,
+        *,
+        use_indexes: bool = True,
+    ) -> dict[str, Any]:
+        """One page of payments; `use_indexes=False` forces the full scan (tests compare)."""
         scope = query.scope_hash(organization_id, environment_id)
         after = decode_cursor(query.cursor, scope) if query.cursor is not None else None
         with self._lock:
             now = self.now_micros()
             self._advance_due(now)
-            matching = [
-                p
-                for p in self._payments.values()
-                if p.organization_id == organization_id
-                and p.environment_id == environment_id
-                and now >= p.visible_micros
-                and _matches(p, query)
-            ]
-            descending = query.sort_order == "DESC"
-
-            def position(p: SimPayment) -> tuple[int, str]:
-                return (p.sort_value(query.sort_key), p.id)
-
-            if query.cursor_mode:
-                if after is not None:
-                    matching = [
-                        p
-                        for p in matching
-                        if (position(p) < after if descending else position(p) > after)
-                    ]
-                pick = heapq.nlargest if descending else heapq.nsmallest
-                page = pick(query.limit + 1, matching, key=position)
-                has_more = len(page) > query.limit
-                page = page[: query.limit]
-                next_cursor = (
-                    encode_cursor(scope, *position(page[-1])) if has_more and page else None
-                )
-                return {
-                    "items": [p.render() for p in page],
-                    "offset": 0,
-                    "limit": query.limit,
-                    "total": None,
-                    "next_cursor": next_cursor,
-                    "has_more": has_more,
-                }
-            matching.sort(key=position, reverse=descending)
-            page = matching[query.offset : query.offset + query.limit]
-            return {
-                "items": [p.render() for p in page],
-                "offset": query.offset,
-                "limit": query.limit,
-                "total": len(matching),
-                "next_cursor": None,
-                "has_more": query.offset + len(page) < len(matching),
-            }
+            lag = round(self._config.list_lag * _MICROS)
+            listing = _Listing(organization_id, environment_id, query, after, now - lag, lag > 0)
+            ordered = self._ordered_ids(query, after) if use_indexes else None
+            if ordered is None:
+                rows = listing.scan(self._payments.values())
+            else:
+                rows = listing.walk(self._payments[payment_id] for payment_id in ordered)
+            return listing.page(rows, scope)
 
     # --- the control surface -----------------------------------------------------------------
+
+    def seed_receiving(
+        self,
+        count: int,
+        *,
+        organization_id: str,
+        environment_id: str,
+        wallet_id: str,
+        expiration: int,
+        amount_msats: int | None = None,
+    ) -> builtins.list[str]:
+        """Add `count` payments that are already `receiving` and visible, with signed invoices.
+
+        For benchmarks that need thousands of pending payments in seconds rather than one
+        create call each. Ids come from the seeded rng, in `created_at` order: one microsecond
+        apart, the last at the end of the call, none before its start.
+        """
+        _check_seed(count, wallet_id, expiration, amount_msats)
+        with self._lock:
+            preimage_rng = random.Random(self._rng.getrandbits(128))
+            ids = [self._fresh_id() for _ in range(count)]
+        started = self.now_micros()
+        # Signing takes ~0.1 ms an invoice; do it outside the lock.
+        invoices = [
+            make_invoice(
+                amount_msat=amount_msats or None,
+                description="",
+                expiry=expiration,
+                timestamp=started // _MICROS,
+                rng=preimage_rng,
+            )
+            for _ in ids
+        ]
+        first = max(started, self.now_micros() - count + 1)
+        payments = [
+            _seeded_payment(
+                payment_id,
+                organization_id=organization_id,
+                environment_id=environment_id,
+                wallet_id=wallet_id,
+                invoice=invoice,
+                created_micros=first + position,
+            )
+            for position, (payment_id, invoice) in enumerate(zip(ids, invoices, strict=True))
+        ]
+        with self._lock:
+            for payment in payments:
+                self._ensure_new(payment.id)
+            self._add_seeded(payments)
+        return ids
 
     def settle(self, payment_id: str, amount_msats: int | None = None) -> dict[str, Any]:
         """Pay the invoice: `completed` with a lightning receipt (preimage, hash, ledger id)."""
@@ -735,19 +830,15 @@ class SimulatorState:
                 )
             now = self.now_micros()
             self._generate_now(payment, now)
-            payment.receipts.append(
-                {
-                    "type": "lightning",
-                    "data": {
-                        "preimage": payment.invoice.preimage,
-                        "payment_hash": payment.invoice.payment_hash,
-                        "ledger_id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
-                    },
-                }
-            )
-            if amount_msats is not None:
-                payment.paid_msats = amount_msats
-            self._transition(payment, COMPLETED, now, "completed")
+            receipt = {
+                "type": "lightning",
+                "data": {
+                    "preimage": payment.invoice.preimage,
+                    "payment_hash": payment.invoice.payment_hash,
+                    "ledger_id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+                },
+            }
+            self._transition(payment, COMPLETED, now, "completed", paid=(receipt, amount_msats))
             return payment.render()
 
     def fail(
@@ -774,6 +865,21 @@ class SimulatorState:
             self._transition(payment, EXPIRED, now, "expired", error=_EXPIRED_ERROR)
             return payment.render()
 
+    def hide_from_filtered_lists(self, payment_id: str, hidden: bool = True) -> dict[str, Any]:
+        """Keep a payment out of every list call with a `statuses` filter (or let it back in).
+
+        Voltage warns that a status filter can hide a payment; unfiltered lists and reads by id
+        still show it. Works on final payments too; `reset` forgets it with the payment.
+        """
+        with self._lock:
+            now = self.now_micros()
+            payment = self._payments.get(canonical_uuid(payment_id) or "")
+            if payment is None:
+                raise _not_found(payment_id)
+            self._advance(payment, now)
+            payment.hidden_from_filtered_lists = hidden
+            return payment.render_raw(now)
+
     def raw(self, payment_id: str) -> dict[str, Any]:
         with self._lock:
             now = self.now_micros()
@@ -787,13 +893,15 @@ class SimulatorState:
         with self._lock:
             now = self.now_micros()
             self._advance_due(now)
-            payments = sorted(self._payments.values(), key=lambda p: (p.created_micros, p.id))
+            payments = [self._payments[payment_id] for _, payment_id in self._by_created]
             return {"items": [p.render_raw(now) for p in payments], "total": len(payments)}
 
     def reset(self) -> None:
         with self._lock:
             self._payments.clear()
             self._due.clear()
+            self._by_created.clear()
+            self._final_by_updated.clear()
 
     def __len__(self) -> int:
         with self._lock:
@@ -809,6 +917,57 @@ class SimulatorState:
                 f"a payment with id {payment_id} already exists",
                 context={"payment_id": payment_id},
             )
+
+    def _fresh_id(self) -> str:
+        while True:
+            payment_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            if payment_id not in self._payments:
+                return payment_id
+
+    def _add_seeded(self, payments: builtins.list[SimPayment]) -> None:
+        """Store payments made by `seed_receiving`, keeping the indexes sorted."""
+        entries = [(p.created_micros, p.id) for p in payments]
+        in_order = not self._by_created or self._by_created[-1] < entries[0]
+        self._by_created.extend(entries)
+        if not in_order:
+            self._by_created.sort()  # timsort: two sorted runs, linear
+        for payment in payments:
+            self._payments[payment.id] = payment
+            heapq.heappush(self._due, (payment.expires_micros + 1, payment.id))
+
+    def _ordered_ids(self, query: ListQuery, after: tuple[int, str] | None) -> Iterator[str] | None:
+        """Candidate ids in the query's order from an index, or None when it needs a scan.
+
+        The index's entries are exactly the scan's sort positions `(sort value, id)`, so
+        walking it from the cursor and filtering gives the scan's answer. That holds for a
+        lagging list too: `created_at` never changes, and a payment final in the past view is
+        final now with the same `updated_at` (final payments never change).
+        """
+        if query.sort_key == "created_at":
+            index = self._by_created
+            low = (
+                0
+                if query.start_micros is None
+                else bisect.bisect_left(index, (query.start_micros,))
+            )
+            high = (
+                len(index)
+                if query.end_micros is None
+                else bisect.bisect_left(index, (query.end_micros + 1,))
+            )
+        elif query.statuses is not None and query.statuses <= FINAL_STATUSES:
+            index = self._final_by_updated
+            low, high = 0, len(index)
+        else:
+            return None
+        descending = query.sort_order == "DESC"
+        if after is not None:
+            if descending:
+                high = min(high, bisect.bisect_left(index, after))
+            else:
+                low = max(low, bisect.bisect_right(index, after))
+        positions = range(high - 1, low - 1, -1) if descending else range(low, high)
+        return (index[position][1] for position in positions)
 
     def _visible(
         self, organization_id: str, environment_id: str, payment_id: str
@@ -873,21 +1032,176 @@ class SimulatorState:
         event_type: str,
         *,
         error: dict[str, Any] | None = None,
+        paid: tuple[dict[str, Any], int | None] | None = None,
     ) -> None:
-        # updated_at strictly increases, even for transitions landing in the same microsecond.
-        at = max(at, payment.updated_micros + 1)
+        """Change the status as of wall time `at`, remembering the view lists showed before.
+
+        History keeps the true time; `updated_at` may be back-dated (`updated_at_backdate`),
+        and both strictly increase, even for transitions landing in the same microsecond.
+        """
+        payment.past.append((at, payment.view()))
+        event_at = max(at, payment.history[-1].micros + 1 if payment.history else at)
+        shown = at
+        if self._config.updated_at_backdate > 0:
+            shown -= round(self._rng.uniform(0, self._config.updated_at_backdate) * _MICROS)
         payment.status = status
-        payment.updated_micros = at
+        payment.updated_micros = max(shown, payment.updated_micros + 1)
         if status == RECEIVING:
             payment.generated = True
         if error is not None:
             payment.error = dict(error)
+        if paid is not None:
+            receipt, amount_msats = paid
+            payment.receipts.append(receipt)
+            if amount_msats is not None:
+                payment.paid_msats = amount_msats
         payment.history.append(
-            HistoryEntry(event_type, at, error.get("code") if error is not None else None)
+            HistoryEntry(event_type, event_at, error.get("code") if error is not None else None)
         )
+        if status in FINAL_STATUSES:
+            bisect.insort(self._final_by_updated, (payment.updated_micros, payment.id))
 
 
 _EXPIRED_ERROR = _receive_error("expired", "the invoice expired before it was paid")
+
+_Row = tuple[int, str, SimPayment, PaymentView | None]
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """One list call's filters, applied to each candidate as of `as_of` (now minus the lag).
+
+    A row is `(sort value, id, payment, view)`; view None means the present state.
+    """
+
+    organization_id: str
+    environment_id: str
+    query: ListQuery
+    after: tuple[int, str] | None
+    as_of: int
+    lagged: bool
+
+    def row(self, payment: SimPayment) -> _Row | None:
+        if (
+            payment.organization_id != self.organization_id
+            or payment.environment_id != self.environment_id
+            or self.as_of < payment.visible_micros
+        ):
+            return None
+        view = payment.view_at(self.as_of) if self.lagged else None
+        status = view.status if view is not None else payment.status
+        if not _matches(payment, self.query, status):
+            return None
+        if self.query.sort_key == "created_at":
+            key = payment.created_micros
+        else:
+            key = view.updated_micros if view is not None else payment.updated_micros
+        return key, payment.id, payment, view
+
+    def walk(self, candidates: Iterable[SimPayment]) -> list[_Row]:
+        """Rows from candidates already in order and past the cursor; stops at a full page."""
+        wanted = self.query.limit + 1 if self.query.cursor_mode else None
+        rows: list[_Row] = []
+        for payment in candidates:
+            row = self.row(payment)
+            if row is not None:
+                rows.append(row)
+                if wanted is not None and len(rows) >= wanted:
+                    break
+        return rows
+
+    def scan(self, payments: Iterable[SimPayment]) -> list[_Row]:
+        """Rows from every payment, sorted; in cursor mode only the next page and one more."""
+        rows = [row for payment in payments if (row := self.row(payment)) is not None]
+        descending = self.query.sort_order == "DESC"
+        after = self.after
+        if self.query.cursor_mode:
+            if after is not None:
+                rows = [
+                    r
+                    for r in rows
+                    if ((r[0], r[1]) < after if descending else (r[0], r[1]) > after)
+                ]
+            pick = heapq.nlargest if descending else heapq.nsmallest
+            return pick(self.query.limit + 1, rows, key=_position)
+        rows.sort(key=_position, reverse=descending)
+        return rows
+
+    def page(self, rows: list[_Row], scope: str) -> dict[str, Any]:
+        query = self.query
+        if query.cursor_mode:
+            has_more = len(rows) > query.limit
+            shown = rows[: query.limit]
+            last = shown[-1] if shown else None
+            return {
+                "items": [payment.render(view) for _, _, payment, view in shown],
+                "offset": 0,
+                "limit": query.limit,
+                "total": None,
+                "next_cursor": encode_cursor(scope, last[0], last[1])
+                if has_more and last is not None
+                else None,
+                "has_more": has_more,
+            }
+        shown = rows[query.offset : query.offset + query.limit]
+        return {
+            "items": [payment.render(view) for _, _, payment, view in shown],
+            "offset": query.offset,
+            "limit": query.limit,
+            "total": len(rows),
+            "next_cursor": None,
+            "has_more": query.offset + len(shown) < len(rows),
+        }
+
+
+def _position(row: _Row) -> tuple[int, str]:
+    return row[0], row[1]
+
+
+def _check_seed(count: int, wallet_id: str, expiration: int, amount_msats: int | None) -> None:
+    if not _is_int(count) or not 1 <= count <= MAX_SEED_COUNT:
+        raise ValueError(f"count: expected 1 to {MAX_SEED_COUNT}, got {count!r}")
+    if not isinstance(wallet_id, str) or not wallet_id.strip():
+        raise ValueError("wallet_id: expected a non-empty string")
+    if not _is_int(expiration) or not 1 <= expiration <= MAX_EXPIRATION:
+        raise ValueError(f"expiration: expected whole seconds from 1 to {MAX_EXPIRATION}")
+    if amount_msats is not None and (
+        not _is_int(amount_msats) or not 0 <= amount_msats <= MAX_AMOUNT_MSATS
+    ):
+        raise ValueError("amount_msats: expected a whole number of msats, 0 or more")
+
+
+def _seeded_payment(
+    payment_id: str,
+    *,
+    organization_id: str,
+    environment_id: str,
+    wallet_id: str,
+    invoice: SimInvoice,
+    created_micros: int,
+) -> SimPayment:
+    """A payment as it is once its invoice is ready: `receiving`, visible, two history events."""
+    return SimPayment(
+        id=payment_id,
+        organization_id=organization_id,
+        environment_id=environment_id,
+        wallet_id=wallet_id,
+        requested_msats=invoice.amount_msat,
+        description=None,
+        expiration=invoice.expiry,
+        metadata={},
+        invoice=invoice,
+        created_micros=created_micros,
+        visible_micros=created_micros,
+        ready_micros=created_micros,
+        status=RECEIVING,
+        generated=True,
+        updated_micros=created_micros + 1,
+        history=[
+            HistoryEntry("created", created_micros),
+            HistoryEntry("generated", created_micros + 1),
+        ],
+    )
 
 
 def _not_found(payment_id: str) -> ApiError:
@@ -899,10 +1213,13 @@ def _not_found(payment_id: str) -> ApiError:
     )
 
 
-def _matches(payment: SimPayment, query: ListQuery) -> bool:
+def _matches(payment: SimPayment, query: ListQuery, status: str) -> bool:
+    """Whether a payment whose status is (or, for a lagging list, was) `status` is listed."""
     if query.wallet_id is not None and payment.wallet_id != query.wallet_id:
         return False
-    if query.statuses is not None and payment.status not in query.statuses:
+    if query.statuses is not None and (
+        status not in query.statuses or payment.hidden_from_filtered_lists
+    ):
         return False
     if query.direction is not None and query.direction != "receive":
         return False

@@ -64,6 +64,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -444,12 +445,29 @@ def queue_pending(
         "error_count": "0",
         **fields,
     }
-    args: list[str] = [payment_id, repr(now), repr(first_poll_at), "1", "", "", ""]
+    created = fields.get("created_at")
+    created_at = datetime.fromisoformat(created).timestamp() if created else now
+    args: list[str] = [
+        payment_id,
+        repr(now),
+        repr(first_poll_at),
+        "1",
+        "",
+        "",
+        "",
+        repr(created_at),
+    ]
     for key, value in record.items():
         args.extend((key, value))
     keys = store.keys
     store.scripts.adopt(
-        keys=[keys.payment(payment_id), keys.payments_index, keys.poll_schedule, keys.outbox],
+        keys=[
+            keys.payment(payment_id),
+            keys.payments_index,
+            keys.poll_schedule,
+            keys.outbox,
+            keys.pending_created,
+        ],
         args=args,
         client=pipe,
     )
@@ -530,12 +548,14 @@ def self_check(store: PaymentStore, templates: Sequence[Template]) -> list[str]:
                     r.lrange(keys.transitions(payment_id), 0, -1),
                     r.zscore(keys.payments_index, payment_id),
                     r.zscore(keys.poll_schedule, payment_id),
+                    r.zscore(keys.pending_created, payment_id),
                     r.exists(keys.outbox),
                 )
             )
             r.delete(keys.payment(payment_id), keys.transitions(payment_id))
             r.zrem(keys.payments_index, payment_id)
             r.zrem(keys.poll_schedule, payment_id)
+            r.zrem(keys.pending_created, payment_id)
         if states[0] != states[1]:
             problems.append(f"bulk writer differs from PaymentStore.adopt for {payment_id}")
     return problems

@@ -107,7 +107,8 @@ def test_beat_ticks_and_sweeps_with_no_worker_consuming_anything(
     unread. Beat now runs them itself, so they happen with no worker at all."""
     stack = make_stack()
     rt = stack.runtime
-    create_and_watch(rt, amount_msats=1_000)
+    payment_id = create_and_watch(rt, amount_msats=1_000).record.id
+    rt.store.reschedule(payment_id, rt.clock())  # due now (healthy sweeps: else at its expiry)
     stack.start_beat()
     wait_until(
         lambda: rt.store.counters().get("dispatch_ticks", 0) >= 3,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from watcher.engine.poller import apply_observation, poll_payment
 from watcher.engine.records import PaymentRecord, is_legal_move
 from watcher.engine.schedule import PollPolicy
 from watcher.engine.store import PaymentStore
-from watcher.engine.sweeper import sweep_recent_finals
 from watcher.keys import Keys
 from watcher.simulator.invoices import make_invoice
 from watcher.voltage import models
@@ -69,7 +67,7 @@ class FixedReader:
         self.answer = payment
         self.calls = 0
 
-    def get_payment(self, payment_id: str) -> Payment:
+    def get_payment(self, payment_id: str, **_: Any) -> Payment:
         self.calls += 1
         if isinstance(self.answer, Exception):
             raise self.answer
@@ -255,37 +253,6 @@ def test_legal_moves() -> None:
     assert not is_legal_move("expired", "completed")
     assert not is_legal_move("receiving", "receiving")
     assert not is_legal_move("receiving", "weird")
-
-
-class ListedPayments:
-    def __init__(self, payments: list[Payment]) -> None:
-        self.payments = payments
-        self.calls: list[dict[str, Any]] = []
-
-    def iter_payments(self, **filters: Any) -> Iterator[Payment]:
-        self.calls.append(filters)
-        yield from self.payments
-
-
-def test_sweep_pulls_watched_finals_forward(store: PaymentStore) -> None:
-    watched = adopt(store)
-    store.reschedule(watched.id, NOW + 500)
-    stranger = voltage_payment(str(uuid.uuid4()), "completed")
-    listed = ListedPayments(
-        [
-            voltage_payment(watched.id, "completed", updated_at="2027-01-15T08:00:05Z"),
-            stranger,
-        ]
-    )
-    result = sweep_recent_finals(store, listed, now=NOW, margin=30, max_pages=3)
-    assert result.pulled_forward == 1
-    assert store.next_poll_at(watched.id) == pytest.approx(NOW)
-    assert store.next_poll_at(stranger.id) is None
-    assert listed.calls[0]["sort_key"] == "updated_at"
-    assert listed.calls[0]["sort_order"] == "DESC"
-    assert sorted(listed.calls[0]["statuses"]) == ["completed", "expired", "failed"]
-    # Nothing emitted: the normal poll confirms with a read of the payment first.
-    assert store.outbox_events() == []
 
 
 def test_a_transition_detected_again_keeps_its_event_id(store: PaymentStore) -> None:

@@ -85,8 +85,14 @@ def test_settled_failed_and_expired_payments_each_yield_one_event(
         assert rt.store.next_poll_at(result.record.id) is None
 
 
-def test_a_pending_payment_is_polled_adaptively_then_stopped(running: Stack) -> None:
-    rt = running.runtime
+def test_with_sweeps_off_a_pending_payment_is_polled_adaptively_then_stopped(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """WATCHER_SWEEP_INTERVAL=0: the fallback schedule polls every payment, young ones often."""
+    stack = make_stack(WATCHER_MAX_WATCH_AGE="12", WATCHER_SWEEP_INTERVAL="0")
+    stack.start_worker()
+    stack.start_beat()
+    rt = stack.runtime
     result = create_and_watch(rt, amount_msats=1_000, description="never paid")
     payment_id = result.record.id
 
@@ -111,7 +117,25 @@ def test_a_pending_payment_is_polled_adaptively_then_stopped(running: Stack) -> 
     assert record.stopped_reason == "hard_limit"
     assert record.poll_count >= 10
     assert rt.store.counters().get("stopped:hard_limit") == 1
-    assert events_for(running, payment_id) == []
+    assert rt.store.counters().get("voltage_requests:fallback_poll", 0) >= 10
+    assert events_for(stack, payment_id) == []
+
+
+def test_with_healthy_sweeps_a_pending_payment_is_not_polled_and_still_stops(
+    running: Stack,
+) -> None:
+    rt = running.runtime
+    payment_id = create_and_watch(rt, amount_msats=1_000, description="never paid").record.id
+    record = wait_until(
+        lambda: (r := rt.store.get(payment_id)) is not None and r.stopped_reason and r,
+        timeout=30,
+        message="the watch to stop at WATCHER_MAX_WATCH_AGE",
+    )
+    assert record.stopped_reason == "hard_limit"
+    assert record.poll_count == 1, "one read, when the watch reached its age limit"
+    counters = rt.store.counters()
+    assert counters.get("voltage_requests:fallback_poll", 0) == 0
+    assert counters.get("sweeps", 0) >= 5
 
 
 def test_watching_an_existing_payment(running: Stack, sim_control: SimControl) -> None:
@@ -210,11 +234,11 @@ def test_many_concurrent_real_polls_of_a_completed_payment_make_one_event(
     assert len(events_for(stack, payment_id)) == 1
 
 
-def test_a_sweep_polls_the_payments_it_finds_without_waiting_for_a_tick(
+def test_the_sweep_confirms_and_announces_what_it_finds_without_waiting_for_a_tick(
     make_stack: Callable[..., Stack], sim_control: SimControl
 ) -> None:
     # Ticks a minute apart and a 10-minute poll interval: only the sweep (every second) can
-    # bring this payment's poll forward, and only its own dispatch can send it before the
+    # find this payment, and only its own confirmation and fan-out can announce it before the
     # next tick.
     stack = make_stack(
         WATCHER_DISPATCH_INTERVAL="60",
@@ -231,4 +255,5 @@ def test_a_sweep_polls_the_payments_it_finds_without_waiting_for_a_tick(
     sim_control.settle(payment)
     assert wait_for_event(stack, payment, timeout=20)["type"] == "payment.completed"
     assert rt.store.counters().get("dispatch_ticks", 0) == 1
-    assert rt.store.counters()["sweep_pulled_forward"] >= 1
+    assert rt.store.counters()["voltage_requests:confirm"] == 1
+    assert rt.store.counters().get("voltage_requests:poll", 0) == 0

@@ -64,7 +64,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": QUEUE_POLL,
         "task_routes": {
             "watcher.dispatch_polls": {"queue": QUEUE_CONTROL},
-            "watcher.sweep_recent_finals": {"queue": QUEUE_CONTROL},
             "watcher.forget_old": {"queue": QUEUE_CONTROL},
             "watcher.dispatch_deliveries": {"queue": QUEUE_CONTROL},
             "watcher.poll_payments": {"queue": QUEUE_POLL},

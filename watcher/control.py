@@ -1,5 +1,5 @@
-"""The control loop: dispatcher ticks, fan-out and list sweeps on threads of the beat process,
-not as tasks on the worker queues.
+"""The control loop: dispatcher ticks, fan-out, the fast sweep and reconciliation on threads of
+the beat process, not as tasks on the worker queues.
 
 Why: as tasks they waited for a free pool slot like any poll or delivery. One hanging
 subscriber filled the pool, the ticks expired unread, and detection and delivery stopped for
@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from watcher.detection import reconcile_now, sweep_now
 from watcher.logging import get_logger
 from watcher.runtime import Runtime, get_runtime
-from watcher.tasks import dispatch_tick, sweep_now
+from watcher.tasks import dispatch_tick
 
 log = get_logger(__name__)
 
@@ -72,9 +73,15 @@ class ControlLoop:
                 "dispatch", rt.settings.watcher_dispatch_interval, lambda: dispatch_tick(runtime())
             )
         ]
-        if rt.settings.watcher_sweep_interval > 0:
+        s = rt.settings
+        if s.watcher_sweep_interval > 0:
+            self.jobs.append(Every("sweep", s.watcher_sweep_interval, lambda: sweep_now(runtime())))
             self.jobs.append(
-                Every("sweep", rt.settings.watcher_sweep_interval, lambda: sweep_now(runtime()))
+                Every(
+                    "reconcile",
+                    s.watcher_reconcile_page_interval,
+                    lambda: reconcile_now(runtime()),
+                )
             )
 
     def start(self) -> ControlLoop:

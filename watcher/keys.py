@@ -36,6 +36,12 @@ class Keys:
         """Sorted set: pending payment ids scored by the unix time of their next poll."""
         return f"{self._base}:schedule:poll"
 
+    @property
+    def pending_created(self) -> str:
+        """Sorted set: pending payment ids scored by Voltage's `created_at` (unix seconds), so
+        reconciliation knows where its window starts."""
+        return f"{self._base}:pending:created"
+
     # --- events -------------------------------------------------------------------------------
     @property
     def outbox(self) -> str:
@@ -94,6 +100,20 @@ class Keys:
     @property
     def sweep_lock(self) -> str:
         return f"{self._base}:lock:sweep"
+
+    @property
+    def reconcile_state(self) -> str:
+        """Hash: the reconciliation pass in progress (cursor, window start, pages so far)."""
+        return f"{self._base}:reconcile"
+
+    @property
+    def reconcile_lock(self) -> str:
+        return f"{self._base}:lock:reconcile"
+
+    @property
+    def list_health(self) -> str:
+        """Hash: when list calls last worked, since when they fail, the fallback flag."""
+        return f"{self._base}:list-health"
 
     def latency(self, kind: str) -> str:
         """Hash: a latency histogram (per-bucket counts, count, sum in microseconds)."""

@@ -3,9 +3,11 @@ in the process that uses it (after Celery forks), and replaceable in tests."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -20,11 +22,13 @@ from watcher.delivery.ssrf import guarded_session
 from watcher.delivery.store import DeliveryStore
 from watcher.delivery.subscriptions import SubscriptionStore
 from watcher.durability import Durability
+from watcher.engine.list_health import ListHealth
 from watcher.engine.schedule import PollPolicy
 from watcher.engine.store import PaymentStore
 from watcher.keys import Keys
 from watcher.settings import ConfigError, Settings, get_settings, mask_redis_url
 from watcher.voltage.client import VoltageClient
+from watcher.voltage.purpose import Purpose
 from watcher.voltage.retry import RetryPolicy
 
 _REDIS_OPTIONS: dict[str, Any] = {
@@ -83,6 +87,7 @@ class Runtime:
     subscriptions: SubscriptionStore
     deliveries: DeliveryStore
     delivery_policy: DeliveryPolicy
+    list_health: ListHealth
     clock: Callable[[], float] = time.time
     _voltage: VoltageClient | None = field(default=None, repr=False)
     _poll_voltage: VoltageClient | None = field(default=None, repr=False)
@@ -90,6 +95,7 @@ class Runtime:
     _delivery_engine: DeliveryEngine | None = field(default=None, repr=False)
     _thread_sessions: threading.local = field(default_factory=threading.local, repr=False)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _confirm_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -113,7 +119,29 @@ class Runtime:
             subscriptions=subscriptions,
             deliveries=DeliveryStore(client, keys, subscriptions),
             delivery_policy=DeliveryPolicy.from_settings(settings),
+            list_health=ListHealth(
+                client,
+                keys,
+                fallback_after=settings.watcher_fallback_after,
+                base_backoff=settings.watcher_sweep_interval,
+                sweeps_enabled=settings.watcher_sweep_interval > 0,
+            ),
         )
+
+    def count_request(self, purpose: Purpose) -> None:
+        """Every Voltage request, counted by why it was sent; counting never fails a call."""
+        with contextlib.suppress(redis.exceptions.RedisError):
+            self.store.count(f"voltage_requests:{purpose}")
+
+    @property
+    def confirm_pool(self) -> ThreadPoolExecutor:
+        """Threads that confirm a sweep's reports side by side (beat's process)."""
+        with self._engine_lock:
+            if self._confirm_pool is None:
+                self._confirm_pool = ThreadPoolExecutor(
+                    self.settings.watcher_confirm_concurrency, thread_name_prefix="watcher-confirm"
+                )
+            return self._confirm_pool
 
     @property
     def webhook_session(self) -> requests.Session:
@@ -148,6 +176,7 @@ class Runtime:
         """For creates and adoptions: retries within the full budget."""
         if self._voltage is None:
             self._voltage = VoltageClient.from_settings(self.settings)
+            self._voltage.on_request = self.count_request
         return self._voltage
 
     @property
@@ -163,6 +192,7 @@ class Runtime:
                     max_delay=s.voltage_retry_max_delay,
                 ),
             )
+            self._poll_voltage.on_request = self.count_request
         return self._poll_voltage
 
 

@@ -77,9 +77,11 @@ class Settings(BaseSettings):
     watcher_redis_prefix: str = Field(default="vw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
     # --- Watching: the poll schedule, dispatcher and list sweeps ---------------------------------
+    # Per-payment cadence while list calls fail (fallback); healthy sweeps make it moot.
     watcher_poll_schedule: Annotated[list[tuple[float, float]], NoDecode] = Field(
-        default_factory=lambda: [(60.0, 1.0), (600.0, 5.0), (3600.0, 30.0), (86400.0, 120.0)]
+        default_factory=lambda: [(60.0, 2.0), (600.0, 5.0), (3600.0, 30.0), (86400.0, 120.0)]
     )
+    watcher_poll_sparse_interval: float = Field(default=600.0, gt=0, le=86400)
     watcher_generating_poll_interval: float = Field(default=0.5, gt=0, le=60)
     watcher_not_found_window: float = Field(default=120.0, ge=0, le=86400)
     watcher_expiry_grace: float = Field(default=5.0, ge=0, le=3600)
@@ -91,9 +93,13 @@ class Settings(BaseSettings):
     watcher_dispatch_interval: float = Field(default=1.0, gt=0, le=60)
     watcher_dispatch_batch: int = Field(default=1000, ge=1, le=100_000)
     watcher_poll_chunk: int = Field(default=25, ge=1, le=1000)
-    watcher_sweep_interval: float = Field(default=2.0, ge=0, le=3600)
-    watcher_sweep_margin: float = Field(default=30.0, ge=0, le=3600)
+    watcher_sweep_interval: float = Field(default=1.0, ge=0, le=3600)
+    watcher_sweep_overlap: float = Field(default=10.0, ge=0, le=3600)
     watcher_sweep_max_pages: int = Field(default=10, ge=1, le=1000)
+    watcher_reconcile_interval: float = Field(default=60.0, ge=0, le=86400)
+    watcher_reconcile_page_interval: float = Field(default=5.0, gt=0, le=3600)
+    watcher_fallback_after: float = Field(default=5.0, ge=0, le=3600)
+    watcher_confirm_concurrency: int = Field(default=16, ge=1, le=256)
 
     # --- HTTP API --------------------------------------------------------------------------
     watcher_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from typing import Any
 
-import redis
 from celery import Task
 
 from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
@@ -15,10 +13,8 @@ from watcher.delivery.attempts import SLOT_WAIT, group_by_subscription
 from watcher.engine.dispatcher import dispatch_due_polls
 from watcher.engine.poller import poll_payment
 from watcher.engine.retention import forget_old
-from watcher.engine.sweeper import sweep_recent_finals
 from watcher.logging import bind, get_logger, unbind
 from watcher.runtime import Runtime, get_runtime
-from watcher.settings import Settings
 
 log = get_logger(__name__)
 
@@ -75,10 +71,13 @@ def poll_payments(payment_ids: list[str]) -> int:
     """Poll a chunk of payments; one failing payment never stops the others."""
     rt = get_runtime()
     done = final = 0
+    fallback = rt.list_health.in_fallback()
     for payment_id in payment_ids:
         bind(payment_id=payment_id)
         try:
-            outcome = poll_payment(rt.store, rt.poll_voltage, rt.policy, payment_id, rt.clock())
+            outcome = poll_payment(
+                rt.store, rt.poll_voltage, rt.policy, payment_id, rt.clock(), fallback=fallback
+            )
             done += 1
             final += outcome.outcome == "final"
         except Exception:
@@ -173,46 +172,7 @@ def forget_old_task() -> int:
     return result.payments + result.deliveries + result.events
 
 
-@app.task(name="watcher.sweep_recent_finals", ignore_result=True)
-def sweep() -> int:
-    return sweep_now(get_runtime())
-
-
 def dispatch_tick(rt: Runtime) -> int:
     """One dispatcher tick: polls due, interrupted fan-outs repaired, deliveries due."""
     rt.store.count("dispatch_ticks")
     return dispatch_due_polls_now(rt) + repair_fan_out_and_dispatch(rt)
-
-
-def sweep_now(rt: Runtime) -> int:
-    """A list sweep unless another is running; polls what it pulled forward at once."""
-    s = rt.settings
-    # The lock only stops sweeps piling up behind a slow one; two overlapping sweeps are
-    # harmless. Its expiry is what frees it when its holder is SIGKILLed or Redis restarts
-    # mid-sweep, so it is short: with 120 s the fault suite saw sweeps skipped for up to two
-    # minutes and finished payments found 40 s late.
-    lock = rt.redis.lock(rt.store.keys.sweep_lock, timeout=sweep_lock_ttl(s), blocking=False)
-    if not lock.acquire(blocking=False):
-        return 0
-    try:
-        result = sweep_recent_finals(
-            rt.store,
-            rt.poll_voltage,
-            now=rt.clock(),
-            margin=s.watcher_sweep_margin,
-            max_pages=s.watcher_sweep_max_pages,
-            wallet_id=s.voltage_wallet_id,
-        )
-        if result.pulled_forward:
-            # Poll them now rather than at the next tick: that wait was most of the sweep's
-            # share of detection latency (bench.detection: worst case sweep interval + tick).
-            dispatch_due_polls_now(rt)
-        return result.pulled_forward
-    finally:
-        # Expired meanwhile, or Redis is down: the expiry frees it either way.
-        with contextlib.suppress(redis.exceptions.LockError, redis.exceptions.ConnectionError):
-            lock.release()
-
-
-def sweep_lock_ttl(settings: Settings) -> float:
-    return max(10.0, 3 * settings.watcher_sweep_interval)

@@ -38,6 +38,9 @@ from watcher.engine.watching import watch_existing
 from watcher.ids import PAYMENT
 from watcher.logging import bind, get_logger, unbind
 from watcher.voltage.errors import VoltageError
+from watcher.voltage.purpose import Purpose
+
+HINT = Purpose.HINT
 
 log = get_logger(__name__)
 
@@ -123,7 +126,7 @@ def process_hint(ctx: ApiContext, hint: Hint, action: str) -> None:
     try:
         if action == "poll":
             outcome = poll_payment(
-                rt.store, rt.poll_voltage, rt.policy, hint.payment_id, rt.clock()
+                rt.store, rt.poll_voltage, rt.policy, hint.payment_id, rt.clock(), purpose=HINT
             )
             log.info("voltage webhook: payment re-read", outcome=outcome.outcome)
             if outcome.outcome == "final":

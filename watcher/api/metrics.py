@@ -27,6 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 
 from watcher.logging import get_logger
 from watcher.runtime import Runtime
+from watcher.voltage.purpose import Purpose
 
 log = get_logger(__name__)
 
@@ -38,12 +39,29 @@ _LABELLED = {
     "voltage_errors": ("watcher_voltage_errors", "kind", "Failed Voltage reads, by kind"),
     "deliveries": ("watcher_deliveries", "outcome", "Delivery attempts, by outcome"),
     "stopped": ("watcher_stopped_payments", "reason", "Payments no longer polled, by reason"),
+    "voltage_requests": (
+        "watcher_voltage_requests",
+        "purpose",
+        "Voltage requests sent (retries included), by why they were sent",
+    ),
+    "list_errors": ("watcher_list_errors", "job", "Failed Voltage list calls, by job"),
 }
+# Labels that always appear (at 0 until used), so a dashboard has every series from the start.
+_ALWAYS = {"voltage_requests": [p.value for p in Purpose]}
 _PLAIN = {
     "polls": ("watcher_polls", "Successful polls of Voltage"),
     "dispatch_ticks": ("watcher_dispatch_ticks", "Dispatcher ticks run"),
-    "sweeps": ("watcher_sweeps", "List sweeps run"),
-    "sweep_pulled_forward": ("watcher_sweep_pulled_forward", "Payments a sweep pulled forward"),
+    "sweeps": ("watcher_sweeps", "Fast list sweeps run"),
+    "reconcile_pages": ("watcher_reconcile_pages", "Reconciliation pages read"),
+    "reconcile_passes": ("watcher_reconcile_passes", "Reconciliation passes completed"),
+    "reconcile_found": (
+        "watcher_reconcile_found",
+        "Transitions reconciliation found that the fast sweep had missed",
+    ),
+    "fallback_entries": (
+        "watcher_fallback_entries",
+        "Times list calls failed long enough to fall back to per-payment polls",
+    ),
 }
 
 
@@ -85,6 +103,7 @@ class WatcherCollector:
         pipe.zrange(keys.retry_schedule, 0, 0, withscores=True)
         pipe.hgetall(keys.counters)
         pipe.xlen(keys.outbox)
+        pipe.hget(keys.list_health, "fallback_since")
         answers = pipe.execute()
         pending_fanout = 0
         try:
@@ -106,6 +125,7 @@ class WatcherCollector:
             "counters": {k: int(v) for k, v in cast(dict[str, str], answers[8]).items()},
             "outbox": int(answers[9]),
             "unacknowledged": pending_fanout,
+            "fallback": bool(answers[10]) or not rt.list_health.sweeps_enabled,
         }
 
     def _metrics(self, snap: dict[str, Any]) -> Iterable[Metric]:
@@ -143,6 +163,11 @@ class WatcherCollector:
             "Outbox events claimed by a fan-out but not acknowledged yet",
             value=snap["unacknowledged"],
         )
+        yield GaugeMetricFamily(
+            "watcher_detection_fallback",
+            "1 while list calls fail and pending payments are polled one by one instead",
+            value=1 if snap["fallback"] else 0,
+        )
 
         counters: dict[str, int] = snap["counters"]
         families: dict[str, CounterMetricFamily] = {}
@@ -152,6 +177,9 @@ class WatcherCollector:
             "watcher_counter", "Other counters the watcher keeps", labels=["name"]
         )
         plain_seen: set[str] = set()
+        for prefix, labels in _ALWAYS.items():
+            for label in labels:
+                counters.setdefault(f"{prefix}:{label}", 0)
         for key, value in sorted(counters.items()):
             prefix, sep, rest = key.partition(":")
             if sep and prefix in families:

@@ -6,9 +6,11 @@ import click
 
 from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
 from watcher.cli.params import PAYMENT_ID
+from watcher.engine.list_health import HealthState
 from watcher.engine.records import iso_timestamp
 from watcher.engine.watching import create_and_watch, watch_existing
 from watcher.voltage.errors import VoltageError, VoltageNotFound
+from watcher.voltage.purpose import Purpose
 
 
 @click.command("create")
@@ -95,6 +97,32 @@ def status(payment_id: str | None, limit: int, as_json: bool) -> None:
         return
     click.echo(f"{rt.store.pending_count()} pending")
     echo_table(rows, ("id", "status", "amount_msats", "poll_count", "last_poll_at", "next_poll_at"))
+    click.echo("")
+    click.echo(detection_line(rt.list_health.state(), rt.clock()))
+    echo_table(request_rows(rt.store.counters()), ("purpose", "requests"))
+
+
+def detection_line(state: HealthState, now: float) -> str:
+    """How payments are being detected right now, in one line."""
+    if state.fallback and state.failing_since is not None:
+        since = round(now - state.failing_since)
+        return f"detection: FALLBACK to per-payment polls (list calls failing for {since} s)"
+    if state.fallback:
+        return "detection: per-payment polls (WATCHER_SWEEP_INTERVAL=0 turns sweeps off)"
+    if state.failing_since is not None:
+        failing = round(now - state.failing_since)
+        return f"detection: list sweeps, list calls failing for {failing} s"
+    return "detection: list sweeps (reads by id only confirm)"
+
+
+def request_rows(counters: dict[str, int]) -> list[dict[str, object]]:
+    """Voltage requests sent so far, by why (every purpose, 0 included), and the total."""
+    rows: list[dict[str, object]] = [
+        {"purpose": p.value, "requests": counters.get(f"voltage_requests:{p.value}", 0)}
+        for p in Purpose
+    ]
+    rows.append({"purpose": "total", "requests": sum(int(str(r["requests"])) for r in rows)})
+    return rows
 
 
 COMMANDS = [create, watch, status]

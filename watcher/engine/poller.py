@@ -21,6 +21,7 @@ from watcher.voltage.errors import (
     VoltageNotFound,
 )
 from watcher.voltage.models import Payment
+from watcher.voltage.purpose import Purpose
 
 log = get_logger(__name__)
 
@@ -30,7 +31,7 @@ _MAX_CAS_ATTEMPTS = 5
 
 
 class PaymentReader(Protocol):
-    def get_payment(self, payment_id: str) -> Payment: ...
+    def get_payment(self, payment_id: str, *, purpose: Purpose = ...) -> Payment: ...
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,22 @@ def poll_payment(
     policy: PollPolicy,
     payment_id: str,
     now: float,
+    *,
+    purpose: Purpose | None = None,
+    fallback: bool = False,
 ) -> PollOutcome:
+    """Read one payment and apply what it says. `purpose` None means the schedule asked (the
+    policy says why); a sweep's report is `CONFIRM`, a Voltage webhook `HINT`. A report that a
+    read does not bear out is read again soon rather than at the sparse cadence."""
     record = store.get(payment_id)
     if record is None or not record.is_watching:
-        store.redis.zrem(store.keys.poll_schedule, payment_id)
+        store.forget_schedule(payment_id)
         return PollOutcome(payment_id, "skipped", record.status if record else None)
 
+    why = purpose or policy.purpose(record, now, fallback=fallback)
     started = time.monotonic()
     try:
-        payment = voltage.get_payment(payment_id)
+        payment = voltage.get_payment(payment_id, purpose=why)
     except VoltageNotFound:
         store.observe_latency("poll", time.monotonic() - started)
         return _on_not_found(store, policy, record, now)
@@ -88,7 +96,15 @@ def poll_payment(
 
     store.observe_latency("poll", time.monotonic() - started)
     store.count("polls")
-    return apply_observation(store, policy, record, payment, now)
+    outcome = apply_observation(store, policy, record, payment, now, fallback=fallback)
+    if why in _REPORTED and outcome.outcome == "unchanged":
+        # The list (or a webhook) said final, the read did not (yet): look again soon.
+        store.reschedule(payment_id, now + policy.recheck_after, only_earlier=True)
+    return outcome
+
+
+# Reads made because something reported the payment final.
+_REPORTED = frozenset({Purpose.CONFIRM, Purpose.HINT})
 
 
 def apply_observation(
@@ -97,6 +113,8 @@ def apply_observation(
     record: PaymentRecord,
     payment: Payment,
     now: float,
+    *,
+    fallback: bool = False,
 ) -> PollOutcome:
     """The detector: compare what Voltage says with what we stored, exactly once."""
     for _ in range(_MAX_CAS_ATTEMPTS):
@@ -105,7 +123,7 @@ def apply_observation(
         if payment.status == record.status:
             fields = payment_fields(payment, decoded_request=_decoded(record))
             store.record_poll(record.id, now=now, fields=fields)
-            return _schedule_next(store, policy, record, now, "unchanged")
+            return _schedule_next(store, policy, record, now, "unchanged", fallback)
         if not is_legal_move(record.status, payment.status):
             store.count("transitions:illegal")
             log.error(
@@ -119,7 +137,7 @@ def apply_observation(
                 now=now,
                 error=f"unexpected status change {record.status} -> {payment.status}",
             )
-            return _schedule_next(store, policy, record, now, "illegal")
+            return _schedule_next(store, policy, record, now, "illegal", fallback)
         result = store.transition(record, payment, now=now)
         if result.outcome == "ok":
             log.info(
@@ -132,7 +150,7 @@ def apply_observation(
             if payment.is_final:
                 return PollOutcome(record.id, "final", payment.status, result.event_id)
             fresh = store.get(record.id)
-            return _schedule_next(store, policy, fresh or record, now, "moved")
+            return _schedule_next(store, policy, fresh or record, now, "moved", fallback)
         if result.outcome in ("final", "missing"):
             return PollOutcome(record.id, "lost_race", record.status)
         # stale: another worker changed the record; look again with its version.
@@ -149,6 +167,7 @@ def _schedule_next(
     record: PaymentRecord,
     now: float,
     outcome: str,
+    fallback: bool,
 ) -> PollOutcome:
     reason = policy.stop_reason(record, now)
     if reason is not None:
@@ -160,7 +179,7 @@ def _schedule_next(
             reason=reason,
         )
         return PollOutcome(record.id, "stopped", record.status)
-    store.reschedule(record.id, policy.next_poll(record, now))
+    store.reschedule(record.id, policy.next_poll(record, now, fallback=fallback))
     return PollOutcome(record.id, outcome, record.status)
 
 

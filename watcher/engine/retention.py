@@ -80,6 +80,7 @@ def _forget_payments(store: PaymentStore, cutoff: float, max_items: int) -> int:
             pipe.delete(keys.payment(payment_id), keys.transitions(payment_id))
             pipe.zrem(keys.payments_index, payment_id)
             pipe.zrem(keys.poll_schedule, payment_id)
+            pipe.zrem(keys.pending_created, payment_id)
             pipe.execute()
             done.append(True)
         return done

@@ -1,7 +1,9 @@
-"""When to poll a payment next: fast while young, slower with age, once just after expiry.
+"""When a payment needs a read of its own, and why.
 
-Per-payment polls are the backstop; list sweeps pull payments forward when Voltage reports
-them final, so these intervals can grow without slowing detection much.
+While list sweeps are healthy they detect, so a pending payment is read on its own only to get
+its BOLT11 (read-back), once just after its invoice expires (if no sweep reported it first),
+and, when its expiry is unknown, every `sparse_interval`. While list calls fail, the fallback
+schedule (`steps`: fast while young, slower with age) polls every pending payment.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from dataclasses import dataclass
 
 from watcher.engine.records import PaymentRecord
 from watcher.settings import Settings
+from watcher.voltage.purpose import Purpose
 
 _EARLY_STATUSES = frozenset({"generating", "sending"})
+# How far past a limit the read that notices it is scheduled (limits are "more than").
+_PAST_LIMIT = 0.01
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,9 @@ class PollPolicy:
     hard_limit: float
     max_watch_age: float
     error_backoff_max: float
+    sparse_interval: float = 600.0
+    # A payment a sweep reported final but a read did not: read it again this soon.
+    recheck_after: float = 3.0
     jitter: float = 0.1
 
     @classmethod
@@ -36,6 +44,7 @@ class PollPolicy:
             hard_limit=settings.watcher_poll_hard_limit,
             max_watch_age=settings.watcher_max_watch_age,
             error_backoff_max=settings.watcher_poll_error_backoff_max,
+            sparse_interval=settings.watcher_poll_sparse_interval,
         )
 
     def interval(self, record: PaymentRecord, now: float) -> float:
@@ -60,13 +69,37 @@ class PollPolicy:
             return "hard_limit"
         return None
 
-    def next_poll(self, record: PaymentRecord, now: float) -> float:
-        at = now + self._jittered(self.interval(record, now))
-        if record.expires_at is not None:
-            final_check = record.expires_at + self.expiry_grace
-            if now < final_check < at:
-                at = final_check
-        return at
+    def next_poll(self, record: PaymentRecord, now: float, *, fallback: bool = False) -> float:
+        final_check = (
+            record.expires_at + self.expiry_grace if record.expires_at is not None else None
+        )
+        if self._needs_invoice(record) or fallback:
+            at = now + self._jittered(self.interval(record, now))
+        elif final_check is not None and now < final_check:
+            at = final_check  # healthy sweeps: the expiry check is the only read left
+        elif final_check is not None:
+            at = now + self._jittered(self.interval(record, now))  # past it, still not final
+        else:
+            at = now + self._jittered(self.sparse_interval)
+        if final_check is not None and now < final_check < at:
+            at = final_check
+        # One read when the watch reaches its age limit, so it stops on time and says why.
+        age_limit = record.watched_at + self.max_watch_age + _PAST_LIMIT
+        return min(at, age_limit) if age_limit > now else at
+
+    def purpose(self, record: PaymentRecord, now: float, *, fallback: bool) -> Purpose:
+        """Why the schedule asks for this read (counted per purpose)."""
+        if self._needs_invoice(record):
+            return Purpose.READ_BACK
+        if fallback:
+            return Purpose.FALLBACK_POLL
+        if record.expires_at is not None and now >= record.expires_at:
+            return Purpose.EXPIRY_CHECK
+        return Purpose.POLL
+
+    @staticmethod
+    def _needs_invoice(record: PaymentRecord) -> bool:
+        return record.status in _EARLY_STATUSES or not record.payment_request
 
     def after_error(
         self, record: PaymentRecord, now: float, retry_after: float | None = None

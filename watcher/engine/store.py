@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import redis
@@ -61,6 +64,13 @@ def payment_fields(payment: Payment, *, decoded_request: str | None = None) -> d
             if invoice.amount_msat is not None and "amount_msats" not in fields:
                 fields["amount_msats"] = str(invoice.amount_msat)
     return fields
+
+
+def _created_at(record: PaymentRecord) -> float:
+    if record.created_at:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(record.created_at).timestamp()
+    return record.watched_at
 
 
 def _final_event(
@@ -161,6 +171,7 @@ class PaymentStore:
         }
         final = payment.is_final
         event_id, event_type, body = _final_event(payment, previous_status=None, now=now)
+        created_at = payment.created_at.timestamp() if payment.created_at else now
         args: list[str] = [
             payment.id,
             repr(now),
@@ -169,6 +180,7 @@ class PaymentStore:
             event_id,
             event_type,
             body,
+            repr(created_at),
         ]
         for key, value in fields.items():
             args.extend((key, value))
@@ -178,6 +190,7 @@ class PaymentStore:
                 self.keys.payments_index,
                 self.keys.poll_schedule,
                 self.keys.outbox,
+                self.keys.pending_created,
             ],
             args=args,
         )
@@ -215,6 +228,76 @@ class PaymentStore:
                 keys=[self.keys.poll_schedule], args=[repr(now), repr(now + lease), limit]
             )
         )
+
+    def forget_schedule(self, payment_id: str) -> None:
+        """A payment no longer watched leaves every schedule of pending payments."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.poll_schedule, payment_id)
+        pipe.zrem(self.keys.pending_created, payment_id)
+        pipe.execute()
+
+    def pending_among(self, payment_ids: Sequence[str]) -> list[str]:
+        """Those of `payment_ids` still pending here (one round trip), in the order given."""
+        if not payment_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for payment_id in payment_ids:
+            pipe.zscore(self.keys.poll_schedule, payment_id)
+        scores = pipe.execute()
+        return [pid for pid, score in zip(payment_ids, scores, strict=True) if score is not None]
+
+    def oldest_pending_created(self) -> float | None:
+        """Voltage's `created_at` of the oldest pending payment: where list windows start."""
+        first = cast(
+            list[tuple[str, float]],
+            self.redis.zrange(self.keys.pending_created, 0, 0, withscores=True),
+        )
+        return float(first[0][1]) if first else None
+
+    def backfill_pending_created(self, now: float, batch: int = 1000) -> int:
+        """Index pending payments watched before the creation-time index existed (an upgrade);
+        cheap when there is nothing to do (two ZCARDs)."""
+        if self.redis.zcard(self.keys.pending_created) >= self.pending_count():
+            return 0
+        added = 0
+        start = 0
+        while True:
+            ids = cast(
+                list[str], self.redis.zrange(self.keys.poll_schedule, start, start + batch - 1)
+            )
+            if not ids:
+                return added
+            start += len(ids)
+            pipe = self.redis.pipeline(transaction=False)
+            for record, payment_id in zip(self.get_many(ids), ids, strict=True):
+                created = _created_at(record) if record is not None else now
+                pipe.zadd(self.keys.pending_created, {payment_id: created}, nx=True)
+            added += sum(pipe.execute())
+
+    def pull_all_forward(self, now: float, spread: float, batch: int = 1000) -> int:
+        """Bring every pending payment's next read to within `spread` seconds (spread out, not
+        all at once): the fallback schedule starts from here when list calls fail."""
+        moved = 0
+        while True:
+            later = cast(
+                list[str],
+                self.redis.zrangebyscore(self.keys.poll_schedule, now + spread, "+inf", 0, batch),
+            )
+            if not later:
+                return moved
+            pipe = self.redis.pipeline(transaction=False)
+            for payment_id in later:
+                at = now + random.uniform(0.0, spread)
+                pipe.zadd(self.keys.poll_schedule, {payment_id: at}, xx=True, lt=True)
+            pipe.execute()
+            moved += len(later)
+
+    def raise_watermark(self, value: float) -> float:
+        """The fast sweep's watermark only ever rises, whichever sweep finishes last."""
+        kept = self.scripts.raise_field(
+            keys=[self.keys.sweep_state], args=["watermark", repr(value)]
+        )
+        return float(kept)
 
     def reschedule(self, payment_id: str, at: float, *, only_earlier: bool = False) -> bool:
         """Set the next poll, only if the payment is still scheduled."""
@@ -267,6 +350,7 @@ class PaymentStore:
             mapping={"stopped_reason": reason, "stopped_at": repr(now)},
         )
         pipe.zrem(self.keys.poll_schedule, payment_id)
+        pipe.zrem(self.keys.pending_created, payment_id)
         pipe.hincrby(self.keys.counters, f"stopped:{reason}", 1)
         pipe.execute()
 
@@ -339,6 +423,7 @@ class PaymentStore:
                 self.keys.poll_schedule,
                 self.keys.outbox,
                 self.keys.transitions(record.id),
+                self.keys.pending_created,
             ],
             args=args,
         )

@@ -1,45 +1,65 @@
-"""List sweeps: one list call finds every recently finalised payment, however many are pending.
+"""The fast sweep: one list call a second finds every recently finalised payment, however many
+are pending.
 
-This is what keeps the Voltage bill growing with transitions, not with pending payments: the
-sweep only *pulls forward* the watched payments it finds; the normal poll then confirms the
-transition with a read of the payment before anything is emitted.
+Receive payments in final statuses, newest `updated_at` first, paged down to the watermark
+(the newest `updated_at` seen so far) minus an overlap. Voltage's `updated_at` is an ordering,
+not a monotonic watermark: the overlap absorbs values written a few seconds in the past, and
+whatever the sweep still misses (written further back, hidden by the status filter, beyond its
+page limit) is the reconciliation sweep's to find. The sweep only reports candidates: watched
+payments it saw final that are pending here. Each is read by id before anything is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from watcher.engine.store import PaymentStore
 from watcher.logging import get_logger
-from watcher.voltage.models import FINAL_STATUSES, Payment
+from watcher.voltage.models import FINAL_STATUSES, PaymentList
+from watcher.voltage.purpose import Purpose
 
 log = get_logger(__name__)
 
-# Without a watermark (first sweep ever) look back this far beyond the margin.
+# Without a watermark or a pending payment to start from, look back this far.
 FIRST_SWEEP_LOOKBACK = 600.0
+FINAL_FILTER = [str(status) for status in sorted(FINAL_STATUSES)]
 
 
 class PaymentLister(Protocol):
-    def iter_payments(
+    def list_payments(
         self,
         *,
-        max_pages: int | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
         statuses: list[str] | None = None,
+        direction: str | None = None,
+        wallet_id: str | None = None,
         sort_key: str | None = None,
         sort_order: str | None = None,
-        wallet_id: str | None = None,
-        direction: str | None = None,
-        limit: int = 100,
-    ) -> Iterator[Payment]: ...
+        start_date: datetime | None = None,
+        purpose: Purpose = ...,
+    ) -> PaymentList: ...
 
 
 @dataclass(frozen=True)
 class SweepResult:
+    pages: int
     seen: int
-    pulled_forward: int
-    watermark: float
+    candidates: list[str]
+    watermark: float | None
+    reached_floor: bool  # False when the page limit stopped it first
+
+
+def sweep_floor(store: PaymentStore, *, now: float, overlap: float) -> float:
+    """How far back this sweep pages: the watermark minus the overlap, but never before the
+    oldest pending payment was created (nothing older can concern us)."""
+    raw = store.redis.hget(store.keys.sweep_state, "watermark")
+    watermark = float(raw) if raw else None
+    oldest = store.oldest_pending_created()
+    bounds = [b - overlap for b in (watermark, oldest) if b is not None]
+    return max(bounds) if bounds else now - overlap - FIRST_SWEEP_LOOKBACK
 
 
 def sweep_recent_finals(
@@ -47,43 +67,52 @@ def sweep_recent_finals(
     voltage: PaymentLister,
     *,
     now: float,
-    margin: float,
+    overlap: float,
     max_pages: int,
     wallet_id: str | None = None,
     page_size: int = 100,
 ) -> SweepResult:
-    """Page through payments finalised since the last sweep (newest first) and pull every
-    watched one forward to be re-read at once."""
-    state = store.redis.hgetall(store.keys.sweep_state)
-    watermark = float(state["watermark"]) if state.get("watermark") else None
-    stop_before = (
-        watermark - margin if watermark is not None else now - margin - FIRST_SWEEP_LOOKBACK
-    )
-    newest = watermark or 0.0
-    seen = pulled = 0
-    for payment in voltage.iter_payments(
-        max_pages=max_pages,
-        statuses=sorted(FINAL_STATUSES),
-        sort_key="updated_at",
-        sort_order="DESC",
-        wallet_id=wallet_id,
-        limit=page_size,
-    ):
-        if payment.updated_at is None:
-            continue
-        updated = payment.updated_at.timestamp()
-        if updated < stop_before:
+    """Page through recently finalised payments and report the ones pending here."""
+    floor = sweep_floor(store, now=now, overlap=overlap)
+    newest: float | None = None
+    reported: dict[str, None] = {}
+    cursor: str | None = None
+    pages = seen = 0
+    reached_floor = False
+    while pages < max_pages:
+        page = voltage.list_payments(
+            cursor=cursor,
+            limit=page_size,
+            statuses=FINAL_FILTER,
+            direction="receive",
+            wallet_id=wallet_id,
+            sort_key="updated_at",
+            sort_order="DESC",
+            purpose=Purpose.SWEEP,
+        )
+        pages += 1
+        for payment in page.items:
+            updated = payment.updated_at.timestamp() if payment.updated_at else None
+            if updated is None:
+                continue
+            if updated < floor:
+                reached_floor = True
+                break
+            seen += 1
+            newest = updated if newest is None else max(newest, updated)
+            if payment.is_final:
+                reported[payment.id] = None
+        if reached_floor or not page.has_more or page.next_cursor is None:
+            reached_floor = True
             break
-        seen += 1
-        newest = max(newest, updated)
-        if store.reschedule(payment.id, now, only_earlier=True):
-            pulled += 1
+        cursor = page.next_cursor
+    candidates = store.pending_among(list(reported))
+    watermark = store.raise_watermark(newest) if newest is not None else None
     store.redis.hset(
-        store.keys.sweep_state,
-        mapping={"watermark": repr(newest), "last_sweep_at": repr(now), "last_seen": seen},
+        store.keys.sweep_state, mapping={"last_sweep_at": repr(now), "last_seen": seen}
     )
     store.count("sweeps")
-    if pulled:
-        store.count("sweep_pulled_forward", pulled)
-        log.info("sweep pulled payments forward", pulled=pulled, seen=seen)
-    return SweepResult(seen=seen, pulled_forward=pulled, watermark=newest)
+    if not reached_floor:
+        store.count("sweep_page_limit")
+        log.warning("sweep stopped at its page limit; reconciliation covers the rest", pages=pages)
+    return SweepResult(pages, seen, candidates, watermark, reached_floor)

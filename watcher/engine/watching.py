@@ -19,6 +19,7 @@ from watcher.voltage.limits import (
     MAX_METADATA_LENGTH,
 )
 from watcher.voltage.models import Payment
+from watcher.voltage.purpose import Purpose
 
 log = get_logger(__name__)
 
@@ -179,8 +180,7 @@ def create_and_watch(
         first_poll_at=now + rt.policy.generating_interval,
         extra=extra,
     )
-    record = rt.store.get(payment_id)
-    assert record is not None  # noqa: S101 - adopt just wrote it
+    record = _first_read_scheduled(rt, payment_id, now, created)
     log.info("watching new payment", payment_id=payment_id, status=record.status)
     return WatchResult(
         record, created=created, invoice_ready=ready and bool(record.payment_request)
@@ -194,13 +194,25 @@ def watch_existing(rt: Runtime, payment_id: str) -> WatchResult:
         # Maybe stored by an attempt whose replica wait fell short: confirm it now.
         rt.store.ensure_replicated(payment_id, rt.clock())
         return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
-    payment = rt.voltage.get_payment(payment_id)
+    payment = rt.voltage.get_payment(payment_id, purpose=Purpose.ADOPT)
     now = rt.clock()
-    created = rt.store.adopt(payment, source="watched", now=now, first_poll_at=now)
-    record = rt.store.get(payment_id)
-    assert record is not None  # noqa: S101 - adopt just wrote it
+    created = rt.store.adopt(
+        payment, source="watched", now=now, first_poll_at=now + rt.policy.generating_interval
+    )
+    record = _first_read_scheduled(rt, payment_id, now, created)
     log.info("watching existing payment", payment_id=payment_id, status=record.status)
     return WatchResult(record, created=created, invoice_ready=bool(record.payment_request))
+
+
+def _first_read_scheduled(rt: Runtime, payment_id: str, now: float, created: bool) -> PaymentRecord:
+    """A payment with its invoice needs no read of its own until it expires (sweeps detect);
+    one still without it is read back soon. Adopt scheduled it provisionally."""
+    record = rt.store.get(payment_id)
+    assert record is not None  # noqa: S101 - adopt just wrote it
+    if created and record.is_watching:
+        fallback = rt.list_health.in_fallback()
+        rt.store.reschedule(payment_id, rt.policy.next_poll(record, now, fallback=fallback))
+    return record
 
 
 def _placeholder(

@@ -38,6 +38,7 @@ from watcher.voltage.errors import (
     error_from_response,
 )
 from watcher.voltage.models import HistoryEvent, Payment, PaymentList
+from watcher.voltage.purpose import Purpose
 from watcher.voltage.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ class VoltageClient:
         self._lock = threading.Lock()
         self._request_count = 0
         self._closed = False
+        # Told of every request sent, with its purpose (the runtime counts them in Redis).
+        self.on_request: Callable[[Purpose], None] | None = None
 
     @classmethod
     def from_settings(
@@ -202,6 +205,7 @@ class VoltageClient:
                 parse=_ignore_body,
                 json_body=body,
                 payment_id=pid,
+                purpose=Purpose.CREATE,
             )
         except VoltageConflict as exc:
             if exc.type != "payment_exists":
@@ -231,7 +235,9 @@ class VoltageClient:
             polls += 1
             server_wait = 0.0
             try:
-                payment = self._attempt("GET", path, parse=_parse_payment)
+                payment = self._attempt(
+                    "GET", path, parse=_parse_payment, purpose=Purpose.READ_BACK
+                )
             except VoltageNotFound:
                 pass
             except VoltageError as exc:
@@ -292,10 +298,14 @@ class VoltageClient:
 
     # --- read --------------------------------------------------------------------------------
 
-    def get_payment(self, payment_id: str) -> Payment:
+    def get_payment(self, payment_id: str, *, purpose: Purpose = Purpose.OTHER) -> Payment:
         """One payment; ``VoltageNotFound`` on 404."""
         return self._call(
-            "GET", self._payment_path(payment_id), parse=_parse_payment, payment_id=payment_id
+            "GET",
+            self._payment_path(payment_id),
+            parse=_parse_payment,
+            payment_id=payment_id,
+            purpose=purpose,
         )
 
     def list_payments(
@@ -312,6 +322,7 @@ class VoltageClient:
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         metadata: Mapping[str, str] | None = None,
+        purpose: Purpose = Purpose.OTHER,
     ) -> PaymentList:
         """One page of payments (cursor pagination).
 
@@ -331,7 +342,9 @@ class VoltageClient:
             end_date=end_date,
             metadata=metadata,
         )
-        return self._call("GET", self._payments_path(), parse=_parse_page, params=params)
+        return self._call(
+            "GET", self._payments_path(), parse=_parse_page, params=params, purpose=purpose
+        )
 
     def iter_payments(
         self,
@@ -347,6 +360,7 @@ class VoltageClient:
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         metadata: Mapping[str, str] | None = None,
+        purpose: Purpose = Purpose.OTHER,
     ) -> Iterator[Payment]:
         """Every matching payment, following cursors; each id is yielded once.
 
@@ -373,6 +387,7 @@ class VoltageClient:
                 start_date=start_date,
                 end_date=end_date,
                 metadata=metadata,
+                purpose=purpose,
             )
             pages += 1
             for payment in page.items:
@@ -421,6 +436,7 @@ class VoltageClient:
         params: list[tuple[str, str]] | None = None,
         json_body: dict[str, Any] | None = None,
         payment_id: str | None = None,
+        purpose: Purpose = Purpose.OTHER,
     ) -> T:
         """One logical call: attempts until success, a final error or the budget runs out."""
         policy = self.retry
@@ -435,6 +451,7 @@ class VoltageClient:
                     parse=parse,
                     params=params,
                     json_body=json_body,
+                    purpose=purpose,
                 )
             except VoltageError as exc:
                 elapsed = policy.clock() - started
@@ -476,6 +493,7 @@ class VoltageClient:
         parse: Callable[[Any], T],
         params: list[tuple[str, str]] | None = None,
         json_body: dict[str, Any] | None = None,
+        purpose: Purpose = Purpose.OTHER,
     ) -> T:
         """Exactly one HTTP request; its outcome as a value or a typed error."""
         if self._closed:
@@ -488,6 +506,8 @@ class VoltageClient:
         }
         with self._lock:
             self._request_count += 1
+        if self.on_request is not None:
+            self.on_request(purpose)
         started = time.perf_counter()
         try:
             response = self._session.request(

@@ -1,0 +1,151 @@
+"""Detection as beat's control loop runs it: the fast sweep and reconciliation list, reads by
+id confirm, and the fallback to per-payment polls while list calls fail.
+
+Both jobs run on threads of the beat process (see control.py), so nothing queues ahead of them
+on the worker pool, and confirmed transitions are fanned out and handed to delivery at once.
+Each takes a short Redis lock: one beat per deployment is the rule, but during a redeploy two
+may overlap for a moment (and if they do, the compare-and-set still makes one event).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import redis
+
+from watcher.engine.confirm import Confirmed, confirm_reported
+from watcher.engine.reconciler import StepOutcome, reconcile_step
+from watcher.engine.sweeper import sweep_recent_finals
+from watcher.logging import get_logger
+from watcher.runtime import Runtime
+from watcher.settings import Settings
+from watcher.tasks import fan_out_and_dispatch
+from watcher.voltage.errors import VoltageError
+
+log = get_logger(__name__)
+
+
+def sweep_now(rt: Runtime) -> int:
+    """One fast sweep (when anything is pending and list calls are not backing off); returns
+    the transitions it confirmed."""
+    now = rt.clock()
+    if rt.store.pending_count() == 0:
+        # Nothing to detect, nothing to poll: a fallback has no reason to outlive it.
+        if rt.list_health.in_fallback():
+            list_succeeded(rt, now)
+        return 0
+    if not rt.list_health.may_list(now):
+        return 0
+    s = rt.settings
+    with _locked(rt, rt.store.keys.sweep_lock, sweep_lock_ttl(s)) as held:
+        if not held:
+            return 0
+        try:
+            result = sweep_recent_finals(
+                rt.store,
+                rt.poll_voltage,
+                now=now,
+                overlap=s.watcher_sweep_overlap,
+                max_pages=s.watcher_sweep_max_pages,
+                wallet_id=s.voltage_wallet_id,
+            )
+        except VoltageError as exc:
+            list_failed(rt, exc, now, "sweep")
+            return 0
+        list_succeeded(rt, now)
+        return confirm_and_announce(rt, result.candidates).final
+
+
+def reconcile_now(rt: Runtime) -> int:
+    """One page of reconciliation (a pass is due every WATCHER_RECONCILE_INTERVAL)."""
+    now = rt.clock()
+    if rt.store.pending_count() == 0 or not rt.list_health.may_list(now):
+        return 0
+    s = rt.settings
+    with _locked(rt, rt.store.keys.reconcile_lock, sweep_lock_ttl(s)) as held:
+        if not held:
+            return 0
+        rt.store.backfill_pending_created(now)
+        try:
+            step = reconcile_step(
+                rt.store,
+                rt.poll_voltage,
+                now=now,
+                interval=s.watcher_reconcile_interval,
+                overlap=s.watcher_sweep_overlap,
+                wallet_id=s.voltage_wallet_id,
+            )
+        except VoltageError as exc:
+            list_failed(rt, exc, now, "reconcile")
+            return 0
+        if step.outcome is not StepOutcome.IDLE:
+            list_succeeded(rt, now)
+        confirmed = confirm_and_announce(rt, step.candidates)
+        if confirmed.final:
+            rt.store.count("reconcile_found", confirmed.final)
+            log.warning(
+                "reconciliation found transitions the fast sweep missed", found=confirmed.final
+            )
+        return confirmed.final
+
+
+def confirm_and_announce(rt: Runtime, candidates: list[str]) -> Confirmed:
+    """Read each reported payment by id; fan out and send what became final, now."""
+    if not candidates:
+        return Confirmed(read=0, final=0, unconfirmed=0)
+    confirmed = confirm_reported(
+        rt.store,
+        rt.poll_voltage,
+        rt.policy,
+        candidates,
+        rt.clock(),
+        run=rt.confirm_pool.map,
+    )
+    if confirmed.final:
+        fan_out_and_dispatch(rt)
+    return confirmed
+
+
+def list_succeeded(rt: Runtime, now: float) -> None:
+    if rt.list_health.succeeded(now).left_fallback:
+        rt.store.count("fallback_exits")
+        log.warning("list calls work again; sweeps detect, per-payment polls stop")
+
+
+def list_failed(rt: Runtime, exc: VoltageError, now: float, job: str) -> None:
+    """A list call failed (after its own retries): back off, and fall back to per-payment
+    polls once they have failed for WATCHER_FALLBACK_AFTER seconds."""
+    change = rt.list_health.failed(now, exc.retry_after)
+    rt.store.count(f"list_errors:{job}")
+    if change.entered_fallback:
+        rt.store.count("fallback_entries")
+        first_step = rt.policy.steps[0][1] if rt.policy.steps else 2.0
+        moved = rt.store.pull_all_forward(now, spread=first_step)
+        log.error(
+            "list calls keep failing; falling back to per-payment polls",
+            failing_for=round(change.failing_for, 1),
+            pulled_forward=moved,
+            status=exc.status,
+            error=str(exc),
+        )
+    else:
+        log.info("list call failed; backing off", job=job, status=exc.status, error=str(exc))
+
+
+def sweep_lock_ttl(settings: Settings) -> float:
+    """Short, so a SIGKILLed holder or a Redis restart frees it within seconds."""
+    return max(10.0, 3 * settings.watcher_sweep_interval)
+
+
+@contextlib.contextmanager
+def _locked(rt: Runtime, name: str, ttl: float) -> Iterator[bool]:
+    lock = rt.redis.lock(name, timeout=ttl, blocking=False)
+    held = bool(lock.acquire(blocking=False))
+    try:
+        yield held
+    finally:
+        if held:
+            # Expired meanwhile, or Redis is down: the expiry frees it either way.
+            with contextlib.suppress(redis.exceptions.LockError, redis.exceptions.ConnectionError):
+                lock.release()

@@ -272,6 +272,7 @@ def test_health_readiness_and_metrics(api: ApiClient, stack: Stack) -> None:
     stack.runtime.store.count("transitions:completed", 2)
     stack.runtime.store.count("voltage_errors:transient", 3)
     stack.runtime.store.count("deliveries:dead", 1)
+    stack.runtime.store.count("voltage_requests:confirm", 4)
     stack.runtime.redis.zadd(stack.runtime.store.keys.poll_schedule, {"p-old": time.time() - 30})
     stack.runtime.redis.zadd(stack.runtime.store.keys.retry_schedule, {"d-1": time.time() + 60})
     stack.runtime.store.observe_latency("poll", 0.003)
@@ -288,6 +289,9 @@ def test_health_readiness_and_metrics(api: ApiClient, stack: Stack) -> None:
         'watcher_voltage_errors_total{kind="transient"} 3.0',
         'watcher_deliveries_total{outcome="dead"} 1.0',
         "watcher_dead_letters_total 1.0",
+        'watcher_voltage_requests_total{purpose="confirm"} 4.0',
+        'watcher_voltage_requests_total{purpose="sweep"} 0.0',
+        "watcher_detection_fallback 0.0",
         'watcher_delivery_queue_depth{queue="retry"} 1.0',
         'watcher_delivery_queue_depth{queue="first_attempt"} 0.0',
         'watcher_oldest_overdue_seconds{schedule="retry"} 0.0',

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -115,6 +116,9 @@ def test_create_watch_and_status_commands(
     assert table.returncode == 0
     assert record["id"] in table.stdout
     assert "1 pending" in table.stdout
+    assert "detection: list sweeps" in table.stdout
+    assert re.search(r"^create\s+1\s*$", table.stdout, re.MULTILINE), table.stdout
+    assert re.search(r"^read_back\s+[1-9]", table.stdout, re.MULTILINE), table.stdout
 
     stack.start_worker()
     stack.start_beat()

@@ -52,10 +52,10 @@ def store(redis_client: redis.Redis) -> PaymentStore:
     return PaymentStore(redis_client, Keys(f"t{uuid.uuid4().hex[:8]}"))
 
 
-def adopt(store: PaymentStore, status: str = "receiving") -> PaymentRecord:
+def adopt(store: PaymentStore, status: str = "receiving", **extra: Any) -> PaymentRecord:
     payment_id = str(uuid.uuid4())
     assert store.adopt(
-        voltage_payment(payment_id, status), source="created", now=NOW, first_poll_at=NOW
+        voltage_payment(payment_id, status, **extra), source="created", now=NOW, first_poll_at=NOW
     )
     record = store.get(payment_id)
     assert record is not None
@@ -299,3 +299,45 @@ def test_an_unchanged_poll_does_not_decode_the_invoice_again(
     assert record.payment_hash == invoice.payment_hash
     assert record.expires_at == NOW + 600
     assert record.poll_count == 3
+
+
+def test_pending_payments_are_indexed_by_creation_time_and_leave_it_when_final(
+    store: PaymentStore,
+) -> None:
+    first = adopt(store)
+    second = adopt(store)
+    assert store.pending.among([second.id, "not-watched", first.id]) == [second.id, first.id]
+    assert store.pending.oldest_created() == pytest.approx(NOW)  # no created_at: watch time
+    poll_payment(store, FixedReader(voltage_payment(first.id, "completed")), POLICY, first.id, NOW)
+    assert store.pending.among([first.id, second.id]) == [second.id]
+    assert store.redis.zscore(store.keys.pending_created, first.id) is None
+
+
+def test_an_upgrade_backfills_the_creation_index_from_the_records(store: PaymentStore) -> None:
+    record = adopt(store, created_at="2027-01-15T07:00:00Z")
+    store.redis.delete(store.keys.pending_created)  # as if watched by a version without it
+    assert store.pending.oldest_created() is None
+    assert store.pending.backfill(NOW) == 1
+    assert store.pending.oldest_created() == pytest.approx(NOW - 3600)
+    assert store.redis.zscore(store.keys.pending_created, record.id) is not None
+    assert store.pending.backfill(NOW) == 0
+
+
+def test_the_fallback_brings_every_pending_read_forward_but_never_back(
+    store: PaymentStore,
+) -> None:
+    later = adopt(store)
+    sooner = adopt(store)
+    store.reschedule(later.id, NOW + 3600)
+    store.reschedule(sooner.id, NOW + 0.5)
+    assert store.pending.pull_forward(NOW, spread=2.0) == 1
+    moved = store.next_poll_at(later.id)
+    assert moved is not None
+    assert NOW <= moved <= NOW + 2.0
+    assert store.next_poll_at(sooner.id) == pytest.approx(NOW + 0.5)
+
+
+def test_the_watermark_only_rises(store: PaymentStore) -> None:
+    assert store.pending.raise_watermark(100.0) == 100.0
+    assert store.pending.raise_watermark(90.0) == 100.0
+    assert store.pending.raise_watermark(120.5) == 120.5

@@ -66,7 +66,7 @@ def reconcile_now(rt: Runtime) -> int:
     with _locked(rt, rt.store.keys.reconcile_lock, sweep_lock_ttl(s)) as held:
         if not held:
             return 0
-        rt.store.backfill_pending_created(now)
+        rt.store.pending.backfill(now)
         try:
             step = reconcile_step(
                 rt.store,
@@ -121,7 +121,7 @@ def list_failed(rt: Runtime, exc: VoltageError, now: float, job: str) -> None:
     if change.entered_fallback:
         rt.store.count("fallback_entries")
         first_step = rt.policy.steps[0][1] if rt.policy.steps else 2.0
-        moved = rt.store.pull_all_forward(now, spread=first_step)
+        moved = rt.store.pending.pull_forward(now, spread=first_step)
         log.error(
             "list calls keep failing; falling back to per-payment polls",
             failing_for=round(change.failing_for, 1),

@@ -55,7 +55,7 @@ def reconcile_step(
     state = cast(dict[str, str], store.redis.hgetall(key))
     if not state.get("start"):
         last = float(state.get("started_at") or 0.0)
-        oldest = store.oldest_pending_created() if now >= last + interval else None
+        oldest = store.pending.oldest_created() if now >= last + interval else None
         if oldest is None:
             return ReconcileStep(StepOutcome.IDLE, [])
         state = {"start": repr(oldest - overlap), "started_at": repr(now), "pages": "0"}
@@ -81,7 +81,7 @@ def reconcile_step(
         log.warning("reconciliation cursor refused; resuming by date", error=str(exc))
         return ReconcileStep(StepOutcome.RESTARTED, [])
     finals = [p.id for p in page.items if p.is_final]
-    candidates = store.pending_among(finals)
+    candidates = store.pending.among(finals)
     created = [p.created_at.timestamp() for p in page.items if p.created_at is not None]
     store.count("reconcile_pages")
     if page.has_more and page.next_cursor:

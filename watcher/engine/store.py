@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 import redis
 
 from watcher.durability import Durability
+from watcher.engine.pending import PendingIndex
 from watcher.engine.records import PaymentRecord, event_body, transition_event_id
 from watcher.engine.scripts import Scripts
 from watcher.keys import Keys
@@ -66,13 +64,6 @@ def payment_fields(payment: Payment, *, decoded_request: str | None = None) -> d
     return fields
 
 
-def _created_at(record: PaymentRecord) -> float:
-    if record.created_at:
-        with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(record.created_at).timestamp()
-    return record.watched_at
-
-
 def _final_event(
     payment: Payment, *, previous_status: str | None, now: float
 ) -> tuple[str, str, str]:
@@ -103,6 +94,7 @@ class PaymentStore:
         self.keys = keys
         self.scripts = scripts or Scripts.register(client)
         self.durability = durability or Durability()
+        self.pending = PendingIndex(client, keys, self.get_many, self.scripts)
 
     # --- reading ---------------------------------------------------------------------------------
     def get(self, payment_id: str) -> PaymentRecord | None:
@@ -235,69 +227,6 @@ class PaymentStore:
         pipe.zrem(self.keys.poll_schedule, payment_id)
         pipe.zrem(self.keys.pending_created, payment_id)
         pipe.execute()
-
-    def pending_among(self, payment_ids: Sequence[str]) -> list[str]:
-        """Those of `payment_ids` still pending here (one round trip), in the order given."""
-        if not payment_ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for payment_id in payment_ids:
-            pipe.zscore(self.keys.poll_schedule, payment_id)
-        scores = pipe.execute()
-        return [pid for pid, score in zip(payment_ids, scores, strict=True) if score is not None]
-
-    def oldest_pending_created(self) -> float | None:
-        """Voltage's `created_at` of the oldest pending payment: where list windows start."""
-        first = cast(
-            list[tuple[str, float]],
-            self.redis.zrange(self.keys.pending_created, 0, 0, withscores=True),
-        )
-        return float(first[0][1]) if first else None
-
-    def backfill_pending_created(self, now: float, batch: int = 1000) -> int:
-        """Index pending payments watched before the creation-time index existed (an upgrade);
-        cheap when there is nothing to do (two ZCARDs)."""
-        if self.redis.zcard(self.keys.pending_created) >= self.pending_count():
-            return 0
-        added = 0
-        start = 0
-        while True:
-            ids = cast(
-                list[str], self.redis.zrange(self.keys.poll_schedule, start, start + batch - 1)
-            )
-            if not ids:
-                return added
-            start += len(ids)
-            pipe = self.redis.pipeline(transaction=False)
-            for record, payment_id in zip(self.get_many(ids), ids, strict=True):
-                created = _created_at(record) if record is not None else now
-                pipe.zadd(self.keys.pending_created, {payment_id: created}, nx=True)
-            added += sum(pipe.execute())
-
-    def pull_all_forward(self, now: float, spread: float, batch: int = 1000) -> int:
-        """Bring every pending payment's next read to within `spread` seconds (spread out, not
-        all at once): the fallback schedule starts from here when list calls fail."""
-        moved = 0
-        while True:
-            later = cast(
-                list[str],
-                self.redis.zrangebyscore(self.keys.poll_schedule, now + spread, "+inf", 0, batch),
-            )
-            if not later:
-                return moved
-            pipe = self.redis.pipeline(transaction=False)
-            for payment_id in later:
-                at = now + random.uniform(0.0, spread)
-                pipe.zadd(self.keys.poll_schedule, {payment_id: at}, xx=True, lt=True)
-            pipe.execute()
-            moved += len(later)
-
-    def raise_watermark(self, value: float) -> float:
-        """The fast sweep's watermark only ever rises, whichever sweep finishes last."""
-        kept = self.scripts.raise_field(
-            keys=[self.keys.sweep_state], args=["watermark", repr(value)]
-        )
-        return float(kept)
 
     def reschedule(self, payment_id: str, at: float, *, only_earlier: bool = False) -> bool:
         """Set the next poll, only if the payment is still scheduled."""

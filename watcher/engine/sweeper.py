@@ -57,7 +57,7 @@ def sweep_floor(store: PaymentStore, *, now: float, overlap: float) -> float:
     oldest pending payment was created (nothing older can concern us)."""
     raw = store.redis.hget(store.keys.sweep_state, "watermark")
     watermark = float(raw) if raw else None
-    oldest = store.oldest_pending_created()
+    oldest = store.pending.oldest_created()
     bounds = [b - overlap for b in (watermark, oldest) if b is not None]
     return max(bounds) if bounds else now - overlap - FIRST_SWEEP_LOOKBACK
 
@@ -106,8 +106,8 @@ def sweep_recent_finals(
             reached_floor = True
             break
         cursor = page.next_cursor
-    candidates = store.pending_among(list(reported))
-    watermark = store.raise_watermark(newest) if newest is not None else None
+    candidates = store.pending.among(list(reported))
+    watermark = store.pending.raise_watermark(newest) if newest is not None else None
     store.redis.hset(
         store.keys.sweep_state, mapping={"last_sweep_at": repr(now), "last_seen": seen}
     )

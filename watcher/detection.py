@@ -10,7 +10,7 @@ may overlap for a moment (and if they do, the compare-and-set still makes one ev
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 
@@ -29,65 +29,71 @@ log = get_logger(__name__)
 def sweep_now(rt: Runtime) -> int:
     """One fast sweep (when anything is pending and list calls are not backing off); returns
     the transitions it confirmed."""
+    s = rt.settings
+
+    def sweep(now: float) -> list[str]:
+        return sweep_recent_finals(
+            rt.store,
+            rt.poll_voltage,
+            now=now,
+            overlap=s.watcher_sweep_overlap,
+            max_pages=s.watcher_sweep_max_pages,
+            wallet_id=s.voltage_wallet_id,
+        ).candidates
+
+    candidates = _list_job(rt, "sweep", rt.store.keys.sweep_lock, sweep)
+    return confirm_and_announce(rt, candidates or []).final
+
+
+def reconcile_now(rt: Runtime) -> int:
+    """One page of reconciliation (a pass is due every WATCHER_RECONCILE_INTERVAL)."""
+    s = rt.settings
+
+    def step(now: float) -> list[str] | None:
+        rt.store.pending.backfill(now)
+        result = reconcile_step(
+            rt.store,
+            rt.poll_voltage,
+            now=now,
+            interval=s.watcher_reconcile_interval,
+            overlap=s.watcher_sweep_overlap,
+            wallet_id=s.voltage_wallet_id,
+        )
+        return None if result.outcome is StepOutcome.IDLE else result.candidates
+
+    confirmed = confirm_and_announce(
+        rt, _list_job(rt, "reconcile", rt.store.keys.reconcile_lock, step) or []
+    )
+    if confirmed.final:
+        rt.store.count("reconcile_found", confirmed.final)
+        log.warning("reconciliation found transitions the fast sweep missed", found=confirmed.final)
+    return confirmed.final
+
+
+def _list_job(
+    rt: Runtime, job: str, lock_name: str, run: Callable[[float], list[str] | None]
+) -> list[str] | None:
+    """Run one list job under its lock, when something is pending and list calls are not
+    backing off; note its outcome for the fallback. None when it listed nothing."""
     now = rt.clock()
     if rt.store.pending_count() == 0:
         # Nothing to detect, nothing to poll: a fallback has no reason to outlive it.
         if rt.list_health.in_fallback():
             list_succeeded(rt, now)
-        return 0
+        return None
     if not rt.list_health.may_list(now):
-        return 0
-    s = rt.settings
-    with _locked(rt, rt.store.keys.sweep_lock, sweep_lock_ttl(s)) as held:
+        return None
+    with _locked(rt, lock_name, sweep_lock_ttl(rt.settings)) as held:
         if not held:
-            return 0
+            return None
         try:
-            result = sweep_recent_finals(
-                rt.store,
-                rt.poll_voltage,
-                now=now,
-                overlap=s.watcher_sweep_overlap,
-                max_pages=s.watcher_sweep_max_pages,
-                wallet_id=s.voltage_wallet_id,
-            )
+            candidates = run(now)
         except VoltageError as exc:
-            list_failed(rt, exc, now, "sweep")
-            return 0
-        list_succeeded(rt, now)
-        return confirm_and_announce(rt, result.candidates).final
-
-
-def reconcile_now(rt: Runtime) -> int:
-    """One page of reconciliation (a pass is due every WATCHER_RECONCILE_INTERVAL)."""
-    now = rt.clock()
-    if rt.store.pending_count() == 0 or not rt.list_health.may_list(now):
-        return 0
-    s = rt.settings
-    with _locked(rt, rt.store.keys.reconcile_lock, sweep_lock_ttl(s)) as held:
-        if not held:
-            return 0
-        rt.store.pending.backfill(now)
-        try:
-            step = reconcile_step(
-                rt.store,
-                rt.poll_voltage,
-                now=now,
-                interval=s.watcher_reconcile_interval,
-                overlap=s.watcher_sweep_overlap,
-                wallet_id=s.voltage_wallet_id,
-            )
-        except VoltageError as exc:
-            list_failed(rt, exc, now, "reconcile")
-            return 0
-        if step.outcome is not StepOutcome.IDLE:
+            list_failed(rt, exc, now, job)
+            return None
+        if candidates is not None:
             list_succeeded(rt, now)
-        confirmed = confirm_and_announce(rt, step.candidates)
-        if confirmed.final:
-            rt.store.count("reconcile_found", confirmed.final)
-            log.warning(
-                "reconciliation found transitions the fast sweep missed", found=confirmed.final
-            )
-        return confirmed.final
+        return candidates
 
 
 def confirm_and_announce(rt: Runtime, candidates: list[str]) -> Confirmed:

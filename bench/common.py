@@ -150,6 +150,73 @@ def start_simulator(
     return child
 
 
+def procfile_worker(concurrency: int | None = None, node: str | None = None) -> list[str]:
+    """The Procfile's worker (`celery -A watcher worker --loglevel INFO`: prefork, one child
+    per CPU); `concurrency` and a node name only when asked for."""
+    command = [sys.executable, "-m", "celery", "-A", "watcher", "worker", "--loglevel", "INFO"]
+    if concurrency is not None:
+        command += ["--concurrency", str(concurrency)]
+    if node is not None:
+        command += ["-n", node]
+    return command
+
+
+def procfile_beat(schedule_file: Path) -> list[str]:
+    """The Procfile's beat, its schedule file in the bench's own data directory."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "watcher",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(schedule_file),
+    ]
+
+
+def worker_ready(smembers: Callable[[str], object], worker: Child) -> bool:
+    """A Celery worker is consuming once its remote-control mailbox is bound in the broker
+    (only workers bind one; `smembers` is the broker Redis client's) or once it has logged
+    that it is ready."""
+    with contextlib.suppress(Exception):
+        if smembers("_kombu.binding.celery.pidbox"):
+            return True
+    return worker.log_path.exists() and " ready." in worker.log_path.read_text(errors="replace")
+
+
+def beat_ready(counters: Callable[[], Mapping[str, int]], beat: Child) -> bool:
+    """Beat's control loop has ticked (or swept); failing that, beat has printed its banner
+    (at WATCHER_LOG_LEVEL=WARNING it logs nothing else when all is well)."""
+    with contextlib.suppress(Exception):
+        values = counters()
+        if values.get("dispatch_ticks", 0) >= 2 or values.get("voltage_requests:sweep", 0):
+            return True
+    return "is starting." in beat.tail(50)
+
+
+def group_cpu(pgid: int | None) -> float | None:
+    """CPU seconds (user+sys, reaped children included) of a process group, from /proc: a
+    prefork worker's children are in its group."""
+    proc = Path("/proc")
+    if pgid is None or not proc.is_dir():
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            rest = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(rest[2]) == pgid:
+            total += sum(int(x) for x in rest[11:15])
+    return total / ticks
+
+
 def log_tails(children: Iterable[Child | None]) -> None:
     """After a failure: the last lines each child wrote, which usually say why."""
     for child in children:

@@ -2,7 +2,7 @@
 
 Each bench runs as a subprocess with `--json PATH` (its flat JSON object of headline numbers),
 its output in a log file, never two at once: on 2 cores they would measure each other. Then one
-table: detection latency (polling only, with the Voltage-webhook hint, naive 2 s poll), Voltage
+table: detection latency (no hint, with the Voltage-webhook hint, naive 2 s poll), Voltage
 requests per payment over the realistic mix (watcher vs naive 2 s poll, per class), polls/s and
 deliveries/s per worker against plain requests loops, Redis memory per pending payment and the
 dispatcher tick with 100k pending, with a watcher/baseline ratio where there is a baseline.
@@ -14,7 +14,7 @@ The benches:
 | detection | `python -m bench.detection --hint` | ~2.5 min | ~35 s |
 | deliveries | `python -m bench.deliveries` | ~30 s | ~10 s |
 | engine | `python -m bench.engine` | ~1.5 min | ~30 s |
-| mix | `python -m bench.detection --mix` | ~10.5 min | ~2 min |
+| mix | `python -m bench.detection --mix` | ~5 min | ~2 min |
 
 A bench that exits non-zero shows as "failed (exit N)" with its log's path, a bench whose
 script does not exist as "missing"; the rest are still run and shown, and run_all exits 1.
@@ -23,7 +23,7 @@ after a minute), prints what it has, and exits 130.
 
 Run (from the project root):
 
-    bench/run_all                      # everything, ~15 minutes
+    bench/run_all                      # everything, ~10 minutes
     bench/run_all --quick              # every bench's --quick, ~3 minutes
     bench/run_all --only detection,mix --out /tmp/bench-results
     .venv/bin/python -m bench.run_all --quick
@@ -82,7 +82,7 @@ BENCHES = (
     Bench("detection", "bench.detection", ("--hint",), 15 * 60, 5 * 60, "~2.5 min", "~35 s"),
     Bench("deliveries", "bench.deliveries", (), 10 * 60, 5 * 60, "~30 s", "~10 s"),
     Bench("engine", "bench.engine", (), 15 * 60, 6 * 60, "~1.5 min", "~30 s"),
-    Bench("mix", "bench.detection", ("--mix",), 25 * 60, 8 * 60, "~10.5 min", "~2 min"),
+    Bench("mix", "bench.detection", ("--mix",), 25 * 60, 8 * 60, "~5 min", "~2 min"),
 )
 
 
@@ -229,14 +229,14 @@ def sections(outcomes: dict[str, Outcome]) -> list[tuple[str, list[Row]]]:
             "Detection latency (ms)",
             [
                 Row(
-                    "p50, polling only",
+                    "p50, no hint (sweeps)",
                     "detection",
                     key("watcher_latency_ms_p50"),
                     naive,
                     key("naive_latency_ms_p50"),
                 ),
                 Row(
-                    "p99, polling only",
+                    "p99, no hint (sweeps)",
                     "detection",
                     key("watcher_latency_ms_p99"),
                     naive,
@@ -340,8 +340,9 @@ def notes(outcomes: dict[str, Outcome]) -> list[str]:
     if det:
         lines.append(
             f"detection: {det.get('payments')} payments per side, settles/fails uniform over "
-            f"{fmt(det.get('settle_window_s'))} s; latency = settle/fail answer -> the outbox "
-            "event's XADD time (naive: the first GET that answers final); the hint side gets "
+            f"{fmt(det.get('settle_window_s'))} s; latency = settle/fail answer -> a verified "
+            "webhook at the bench's subscriber (naive: the first GET that answers final); the "
+            "hint side gets "
             "Voltage's signed webhook right after the settle/fail answer"
         )
     if mix:

@@ -21,8 +21,10 @@ from watcher.simulator.server import SimulatorServer
 
 SIM_KEY = "sim-key-for-the-fault-suite-0123"
 
-# Short timeouts so that hangs and faults cost seconds, and a retry schedule that outlasts every
-# subscriber outage the fault thread opens (about 70 s of retries).
+# Short timeouts so that hangs and faults cost seconds, a retry schedule that outlasts every
+# subscriber outage the fault thread opens (about 70 s of retries), and reconciliation at a test
+# pace (a pass at most every 15 s, a page a second; production: 60 s and 5 s), so what only it
+# can find (hidden from filtered lists, updated_at back-dated past the overlap) costs seconds too.
 CHAOS_SETTINGS = {
     "WATCHER_WEBHOOK_ALLOW_PRIVATE": "true",
     "WATCHER_WEBHOOK_RETRY_SCHEDULE": "0,0.5,1,2,3,5,5,5,5,5,5,5,5,5,5,5",
@@ -34,6 +36,8 @@ CHAOS_SETTINGS = {
     "VOLTAGE_READ_TIMEOUT": "2",
     "VOLTAGE_INVOICE_WAIT": "5",
     "WATCHER_EXPIRY_GRACE": "2",
+    "WATCHER_RECONCILE_INTERVAL": "15",
+    "WATCHER_RECONCILE_PAGE_INTERVAL": "1",
 }
 
 

@@ -36,6 +36,16 @@ class ChaosParams:
     workers: int = 2
     seed: int = 7
     sentinel_payments: int = 0  # > 0: the Sentinel failover phase, with this many payments
+    # List faults (windows the fault thread opens): list calls failing, short and long (past
+    # WATCHER_FALLBACK_AFTER = 5 s through the list backoff of 1, 2, 4 s: the fallback);
+    list_outage_short: tuple[float, float] = (1.0, 4.0)
+    list_outage_long: tuple[float, float] = (9.0, 20.0)
+    # updated_at written up to N s in the past (within the 10 s sweep overlap), once beyond it;
+    backdate: tuple[float, float] = (3.0, 8.0)
+    backdate_beyond_overlap: float | None = None
+    list_lag: tuple[float, float] = (2.0, 5.0)  # lists showing the past
+    list_window: tuple[float, float] = (5.0, 15.0)  # how long a backdate or lag window lasts
+    hidden_share: float = 0.04  # hidden from filtered lists right after the create
 
     @classmethod
     def short(cls, seed: int = 7) -> ChaosParams:
@@ -52,6 +62,7 @@ class ChaosParams:
             drain_timeout=300.0,
             seed=seed,
             sentinel_payments=200,
+            backdate_beyond_overlap=30.0,  # only reconciliation or the expiry check finds these
         )
 
     def __post_init__(self) -> None:
@@ -61,6 +72,8 @@ class ChaosParams:
             raise ValueError("shares: three non-negative shares adding up to 1")
         if self.act_after[1] >= 3600 or self.expire_after[0] < 5:
             raise ValueError("act_after/expire_after: settle well before the 1 h default expiry")
+        if not 0 <= self.hidden_share <= 1:
+            raise ValueError("hidden_share: a share of the payments, 0 to 1")
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class PlannedPayment:
     expiration: int | None  # invoice expiration for the ones left to expire
     shop: str  # metadata["shop"], which one subscriber filters on
     amount_msats: int
+    hidden: bool = False  # hidden from statuses-filtered lists right after the create
 
     @property
     def client_id(self) -> str:
@@ -118,6 +132,9 @@ class Plan:
 
 def make_plan(params: ChaosParams) -> Plan:
     rng = random.Random(params.seed)
+    # A generator of its own, so the hidden ones add to a seed's plan without changing it.
+    hidden_count = round(params.payments * params.hidden_share)
+    hidden = set(random.Random(params.seed + 2).sample(range(params.payments), hidden_count))
     planned = []
     for index in range(params.payments):
         create_at = rng.uniform(0, params.create_window)
@@ -135,6 +152,7 @@ def make_plan(params: ChaosParams) -> Plan:
                 expiration=expiration,
                 shop=rng.choice(SHOPS),
                 amount_msats=rng.randint(1, 500) * 1000,
+                hidden=index in hidden,
             )
         )
     return Plan(sorted(planned, key=lambda p: p.create_at))

@@ -14,8 +14,21 @@ from tests.chaos.failover import FailoverReport
 from tests.chaos.hanging import HangingReport
 from tests.chaos.plan import EVENT_OF_STATUS, PlannedPayment, SubscriberSpec
 from tests.chaos.subscribers import Receipt
+from watcher.voltage.purpose import Purpose
 
 FINAL = frozenset(EVENT_OF_STATUS)
+# The watcher's own counters worth a line: did the fallback happen, what did reconciliation
+# find that the fast sweep missed, how often was a list report not borne out by the read.
+DETECTION_COUNTERS = (
+    "fallback_entries",
+    "fallback_exits",
+    "reconcile_confirmed",
+    "confirm_unconfirmed",
+    "reconcile_passes",
+    "reconcile_pages",
+    "list_errors:sweep",
+    "list_errors:reconcile",
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class ChaosReport:
     faults: Counter[str] = field(default_factory=Counter)
     harness_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    hidden_by_status: Counter[str] = field(default_factory=Counter)  # hidden, final, announced
+    hidden_planned: int = 0
+    watcher_counters: dict[str, int] = field(default_factory=dict)  # Redis, at the end
     hanging: HangingReport | None = None  # the default-layout phase, run after the faults
     failover: FailoverReport | None = None  # long mode: the Sentinel failover phase
 
@@ -109,6 +125,9 @@ class ChaosReport:
             f"detection delay: median {_s(self.median_detection)}, "
             f"worst {_s(self.worst_detection)} after settle/fail, "
             f"{_s(self.worst_expiry_detection)} after invoice expiry",
+            f"hidden from filtered lists: {self.hidden_planned} planned, announced "
+            f"{sum(self.hidden_by_status.values())} ({_counts(self.hidden_by_status)})",
+            *self._counter_lines(),
             "",
             f"{'subscriber':<18}{'expected':>9}{'delivered':>10}{'dup':>6}{'attempts':>9}"
             f"{'lost':>6}{'bad sig':>8}{'worst delay':>13}",
@@ -126,6 +145,23 @@ class ChaosReport:
         lines.append("PROBLEMS: " + "; ".join(problems) if problems else "lost = 0: no problems")
         return "\n".join(lines)
 
+    def _counter_lines(self) -> list[str]:
+        if not self.watcher_counters:
+            return []
+        counters = self.watcher_counters
+        requests = {p.value: counters.get(f"voltage_requests:{p.value}", 0) for p in Purpose}
+        total = sum(requests.values())
+        detection = {name: counters.get(name, 0) for name in DETECTION_COUNTERS}
+        return [
+            f"voltage requests by purpose: {_counts(requests, sort=False)} (total {total})",
+            f"watcher detection: {_counts(detection, sort=False)}",
+        ]
+
+
+def _counts(counts: Mapping[str, int], *, sort: bool = True) -> str:
+    items = sorted(counts.items()) if sort else list(counts.items())
+    return ", ".join(f"{k} {v}" for k, v in items)
+
 
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
@@ -133,6 +169,15 @@ def _s(value: float | None) -> str:
 
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _final_at(payment: Mapping[str, Any]) -> float:
+    """When the payment became final: its last history event keeps the true time, where
+    `updated_at` may have been back-dated (`updated_at_backdate`)."""
+    history = payment.get("sim", {}).get("history") or []
+    if history:
+        return _epoch(history[-1]["time"])
+    return _epoch(payment["updated_at"])
 
 
 def build_report(
@@ -167,7 +212,7 @@ def build_report(
         ):
             report.events_wrong += 1
             continue
-        final_at = _epoch(payment["updated_at"])
+        final_at = _final_at(payment)
         delay = first.entry_ms / 1000 - final_at
         delays.append((pid, (delay, final_at)))
         if payment["status"] == "expired":
@@ -180,6 +225,11 @@ def build_report(
     if paid_or_failed:
         report.median_detection = paid_or_failed[len(paid_or_failed) // 2]
     report.slowest_detections = delays[-5:]
+    hidden = [pid for pid, p in planned.items() if p.hidden]
+    report.hidden_planned = len(hidden)
+    report.hidden_by_status = Counter(
+        finals[pid]["status"] for pid in hidden if pid in finals and pid in by_payment
+    )
     events_by_id = {e.event_id: e for e in first_event.values()}
     for spec, receipts in subscribers:
         wanted = {

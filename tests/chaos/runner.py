@@ -4,9 +4,12 @@ The load plays an application (creates through `create_and_watch`, retrying with
 client id when Redis or Voltage is down, as the README tells applications to) and plays the
 payer (settles and fails through the simulator's control surface). Meanwhile the fault thread
 SIGKILLs workers and beat, restarts Redis, takes Voltage away, turns on error/429/slow/malformed
-answers, and makes subscribers fail and hang. When the faults stop, everything is brought back
-and the run waits, with a deadline, until every final payment has reached every subscriber
-that wants it; then the report says what arrived, what came twice and what was lost.
+answers, makes subscribers fail and hang, and opens the list-fault windows (list calls failing,
+`updated_at` back-dated, lists lagging: list_faults.py); and the load hides a few payments from
+statuses-filtered lists right after creating them, so only reconciliation or a read finds them.
+When the faults stop, everything is brought back (list config at 0) and the run waits, with a
+deadline, until every final payment has reached every subscriber that wants it; then the report
+says what arrived, what came twice and what was lost.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import requests
 from tests.chaos.cluster import Cluster
 from tests.chaos.failover import run_failover_phase
 from tests.chaos.hanging import run_hanging_phase
+from tests.chaos.list_faults import KINDS as WINDOW_KINDS
+from tests.chaos.list_faults import ListFaults
 from tests.chaos.plan import SUBSCRIBERS, ChaosParams, PlannedPayment, make_plan
 from tests.chaos.report import ChaosReport, OutboxEvent, build_report
 from tests.chaos.subscribers import ChaosSubscriber
@@ -53,6 +58,7 @@ class Load:
         self.t0 = t0
         self.errors: list[str] = []
         self.retries: Counter[str] = Counter()
+        self.hidden = 0
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._cv = threading.Condition()
@@ -117,13 +123,28 @@ class Load:
             ),
             deadline=time.time() + 120,
         )
+        if planned.hidden:  # before its settle/fail is even scheduled, so before it is final
+            self._hide(planned)
         if planned.act_at is not None:
             at = max(self.t0 + planned.act_at, time.time())
             self.schedule(at, lambda: self._act(planned))
 
-    def _act(self, planned: PlannedPayment) -> None:
+    def _hide(self, planned: PlannedPayment) -> None:
+        path = f"/payments/{self._payment_id(planned)}/hide-from-filtered-lists"
+
+        def call() -> None:
+            response = self.control.post(self.cluster.simulator.control_url + path, timeout=10)
+            response.raise_for_status()
+
+        self.persist("hide", call, deadline=time.time() + 120)
+        self.hidden += 1
+
+    def _payment_id(self, planned: PlannedPayment) -> str:
         wallet = self.cluster.rt.settings.voltage_wallet_id or ""
-        payment_id = payment_id_for_client_id(wallet, planned.client_id)
+        return payment_id_for_client_id(wallet, planned.client_id)
+
+    def _act(self, planned: PlannedPayment) -> None:
+        payment_id = self._payment_id(planned)
         path = f"/payments/{payment_id}/{planned.action}"
 
         def call() -> None:
@@ -155,6 +176,7 @@ class Faults:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="chaos-faults", daemon=True)
         self._hard_redis = True
+        self.lists = ListFaults(cluster.simulator.control_url, params, self.rng)
 
     def start(self) -> None:
         control = self.cluster.simulator.control_url
@@ -162,6 +184,7 @@ class Faults:
             requests.post(f"{control}/faults", json=rule, timeout=10).raise_for_status()
         for sub in self.subscribers:
             sub.misbehaving = True
+        self.lists.start()
         self.thread.start()
 
     def stop(self) -> None:
@@ -170,6 +193,10 @@ class Faults:
         control = self.cluster.simulator.control_url
         if not self.cluster.simulator.running:
             self.cluster.simulator.start()
+        self.lists.close_all()
+        self.done.update(self.lists.done)
+        self.timeline = sorted(self.timeline + self.lists.timeline)
+        self.errors += self.lists.errors
         for rule in requests.get(f"{control}/faults", timeout=10).json()["faults"]:
             self.done[f"voltage {rule['kind']} answers"] += rule["applied"]
         requests.delete(f"{control}/faults", timeout=10).raise_for_status()
@@ -185,21 +212,30 @@ class Faults:
             ("voltage outage", 1.0, lambda: self.cluster.voltage_outage(self._down(1, 4))),
             ("subscriber outage", 1.5, self._subscriber_outage),
             ("subscriber hang", 1.0, self._subscriber_hang),
+            ("list outage", 1.0, self.lists.list_outage),
+            ("updated_at backdate", 1.0, self.lists.backdate),
+            ("list lag", 1.0, self.lists.lag),
         ]
         names, weights, calls = zip(*actions, strict=True)
         # Every kind of fault once, in random order, before the weighted draws: even a short
-        # run is sure to have killed each process and restarted Redis.
+        # run is sure to have killed each process, restarted Redis and opened each list window.
         first = self.rng.sample(range(len(names)), len(names))
         while not self.stop_event.wait(self.rng.uniform(*self.params.chaos_gap)):
-            index = first.pop() if first else self.rng.choices(range(len(names)), weights)[0]
+            index = first.pop() if first else self._draw(names, weights)
             self._note_crashes(self.cluster.restart_crashed())
             try:
                 started = time.time()
                 label = calls[index]() or names[index]
                 self.done[label] += 1
-                self.timeline.append((started, time.time(), label))
+                if names[index] not in WINDOW_KINDS:  # windows are in the timeline when closed
+                    self.timeline.append((started, time.time(), label))
             except Exception as exc:
                 self.errors.append(f"{names[index]} failed: {exc!r}")
+
+    def _draw(self, names: tuple[str, ...], weights: tuple[float, ...]) -> int:
+        """A weighted draw among the faults that can start now (one window of a kind at once)."""
+        free = [0.0 if self.lists.busy(name) else w for name, w in zip(names, weights, strict=True)]
+        return self.rng.choices(range(len(names)), free)[0]
 
     def _note_crashes(self, crashed: list[str]) -> None:
         self.errors += [f"{name} exited without being killed" for name in crashed]
@@ -283,18 +319,21 @@ def run_chaos(
         t0 = time.time()
         load = Load(cluster, t0)
         faults = Faults(cluster, subscribers, params)
-        faults.start()
-        for payment in plan.payments:
-            load.plan_payment(payment)
-        chaos_end = t0 + params.chaos_duration
-        load_thread = threading.Thread(
-            target=load.run, args=(chaos_end + params.drain_timeout,), daemon=True
-        )
-        load_thread.start()
-        log(f"load and faults running for {params.chaos_duration:.0f} s")
-        while time.time() < chaos_end:  # the faults run for their whole duration
-            time.sleep(0.5)
-        faults.stop()
+        try:
+            faults.start()
+            for payment in plan.payments:
+                load.plan_payment(payment)
+            chaos_end = t0 + params.chaos_duration
+            load_thread = threading.Thread(
+                target=load.run, args=(chaos_end + params.drain_timeout,), daemon=True
+            )
+            load_thread.start()
+            log(f"load and faults running for {params.chaos_duration:.0f} s")
+            while time.time() < chaos_end:  # the faults run for their whole duration
+                time.sleep(0.5)
+            faults.stop()
+        finally:  # a run that fails still leaves the simulator's list config at 0
+            faults.lists.close_all()
         log(f"faults stopped: {dict(faults.done)}; waiting for everything to arrive")
         load_thread.join(params.drain_timeout)
 
@@ -316,6 +355,8 @@ def run_chaos(
         report = collect(cluster, planned, subscribers)
         report.faults = faults.done
         report.faults.update({f"app retries ({k})": v for k, v in load.retries.items()})
+        report.faults["hidden from filtered lists"] = load.hidden
+        report.watcher_counters = cluster.rt.store.counters()
         report.harness_errors = load.errors + faults.errors
         for begin, end, what in faults.timeline:
             log(f"fault at +{begin - t0:6.1f} s .. +{end - t0:6.1f} s: {what}")

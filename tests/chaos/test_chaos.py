@@ -30,3 +30,9 @@ def test_nothing_is_lost_or_announced_twice_under_fire(
     for fault in ("worker SIGKILL", "beat SIGKILL"):
         assert report.faults[fault] > 0, report.faults
     assert report.faults["redis SIGKILL"] + report.faults["redis SIGTERM"] > 0, report.faults
+    # The list faults too: a list outage long enough for the fallback, the others, the hidden.
+    assert report.faults["list outage 503 (long)"] > 0, report.faults
+    for fault in ("updated_at backdate", "list lag", "hidden from filtered lists"):
+        assert report.faults[fault] > 0, report.faults
+    assert report.watcher_counters.get("fallback_entries", 0) > 0, report.watcher_counters
+    assert sum(report.hidden_by_status.values()) == report.hidden_planned > 0

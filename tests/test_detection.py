@@ -118,7 +118,7 @@ def test_a_payment_the_list_omits_is_found_by_reconciliation(
     )
     assert found == 1
     assert len(events_for(rt, payment_id)) == 1
-    assert rt.store.counters()["reconcile_found"] == 1
+    assert rt.store.counters()["reconcile_confirmed"] == 1
     assert requests_for(rt, Purpose.RECONCILE) >= 1
 
 

@@ -65,8 +65,9 @@ def reconcile_now(rt: Runtime) -> int:
         rt, _list_job(rt, "reconcile", rt.store.keys.reconcile_lock, step) or []
     )
     if confirmed.final:
-        rt.store.count("reconcile_found", confirmed.final)
-        log.warning("reconciliation found transitions the fast sweep missed", found=confirmed.final)
+        rt.store.count("reconcile_confirmed", confirmed.final)
+        # Missed by the fast sweep (backdated, hidden by its filter) or not reached by it yet.
+        log.info("reconciliation confirmed transitions first", confirmed=confirmed.final)
     return confirmed.final
 
 

@@ -54,9 +54,10 @@ _PLAIN = {
     "sweeps": ("watcher_sweeps", "Fast list sweeps run"),
     "reconcile_pages": ("watcher_reconcile_pages", "Reconciliation pages read"),
     "reconcile_passes": ("watcher_reconcile_passes", "Reconciliation passes completed"),
-    "reconcile_found": (
-        "watcher_reconcile_found",
-        "Transitions reconciliation found that the fast sweep had missed",
+    "reconcile_confirmed": (
+        "watcher_reconcile_confirmed",
+        "Transitions reconciliation confirmed before the fast sweep did (it missed them, or "
+        "had not reached them yet)",
     ),
     "fallback_entries": (
         "watcher_fallback_entries",

@@ -17,8 +17,12 @@ import redis
 
 from watcher.keys import Keys
 
-# Between list attempts while they fail: doubling from the sweep interval up to this.
-MAX_LIST_BACKOFF = 30.0
+# Between list attempts while they fail: doubling from the sweep interval up to this. Short,
+# because while the list fails every pending payment is polled instead: one probe costs far
+# less than the polls a longer wait keeps going (the fault suite saw a 15 s outage hold the
+# fallback for 100 s with a 30 s cap). A Retry-After up to RETRY_AFTER_CAP is honoured.
+MAX_LIST_BACKOFF = 5.0
+RETRY_AFTER_CAP = 30.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class ListHealth:
         failing_for = now - (_float(since_raw) or now)
         backoff = min(MAX_LIST_BACKOFF, self.base_backoff * 2 ** min(int(failures) - 1, 10))
         if retry_after is not None:
-            backoff = max(backoff, min(retry_after, MAX_LIST_BACKOFF))
+            backoff = max(backoff, min(retry_after, RETRY_AFTER_CAP))
         backoff *= 1 + random.uniform(0, 0.1)
         self.redis.hset(self.key, "retry_at", repr(now + backoff))
         entered = failing_for >= self.fallback_after and bool(

@@ -63,6 +63,7 @@ from bench.common import (
     child_env,
     exit_on_sigterm,
     fmt,
+    group_cpu,
     load_average,
     log,
     log_tails,
@@ -161,25 +162,6 @@ def serve_receiver(port: int) -> None:
 
 
 # --- CPU and Redis accounting -----------------------------------------------------------------
-
-
-def group_cpu(pgid: int | None) -> float | None:
-    """CPU seconds (user+sys, reaped children included) of a process group, from /proc."""
-    proc = Path("/proc")
-    if pgid is None or not proc.is_dir():
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            rest = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(rest[2]) == pgid:
-            total += sum(int(x) for x in rest[11:15])
-    return total / ticks
 
 
 def group_pids(pgid: int) -> list[int]:

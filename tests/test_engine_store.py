@@ -341,3 +341,24 @@ def test_the_watermark_only_rises(store: PaymentStore) -> None:
     assert store.pending.raise_watermark(100.0) == 100.0
     assert store.pending.raise_watermark(90.0) == 100.0
     assert store.pending.raise_watermark(120.5) == 120.5
+
+
+def test_a_failing_list_is_probed_when_the_fallback_is_due_and_backs_off_after(
+    redis_client: redis.Redis,
+) -> None:
+    from watcher.engine.list_health import ListHealth
+
+    health = ListHealth(
+        redis_client, Keys(f"t{uuid.uuid4().hex[:8]}"), fallback_after=5.0, base_backoff=1.0
+    )
+    assert not health.failed(NOW).entered_fallback
+    assert not health.may_list(NOW + 0.5)
+    assert health.may_list(NOW + 1.2)
+    assert not health.failed(NOW + 1.2).entered_fallback
+    assert not health.failed(NOW + 3.3).entered_fallback
+    # Doubling would wait 4 s more; the next probe comes when the fallback is due instead.
+    assert health.may_list(NOW + 5.0)
+    assert health.failed(NOW + 5.0).entered_fallback
+    assert health.in_fallback()
+    assert health.succeeded(NOW + 9.0).left_fallback
+    assert not health.in_fallback()

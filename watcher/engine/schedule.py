@@ -16,8 +16,10 @@ from watcher.settings import Settings
 from watcher.voltage.purpose import Purpose
 
 _EARLY_STATUSES = frozenset({"generating", "sending"})
-# How far past a limit the read that notices it is scheduled (limits are "more than").
-_PAST_LIMIT = 0.01
+# How far past a limit the read that notices it is scheduled: beyond the dispatcher's
+# lookahead (half a tick, which claims reads that early), or the read comes too soon to stop
+# the watch and a second one is needed (seen in CI).
+_PAST_LIMIT = 1.0
 
 
 @dataclass(frozen=True)

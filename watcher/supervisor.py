@@ -29,11 +29,14 @@ from watcher.redis_server import (
     make_private,
 )
 from watcher.settings import Settings, mask_redis_url
+from watcher.stack import SimulatedVoltage, Stack, remove_stack, write_stack
+from watcher.unknown_settings import REPORTED_MARK
 
 log = get_logger(__name__)
 
 SIMULATOR_KEY = "sim-key"
 PASSWORD_FILE = "redis.password"  # noqa: S105 - a file name, not a password
+SIMULATOR_STATE_FILE = "simulator.jsonl"
 # A child that keeps dying is not restarted forever: this many restarts a minute at most.
 MAX_RESTARTS_PER_MINUTE = 5
 # Restart delays double from FIRST up to CAP; a process that ran HEALTHY_AFTER seconds before
@@ -153,6 +156,8 @@ class Supervisor:
         self._lock: DataDirLock | None = None
         self._embedded: EmbeddedRedis | None = None
         self._started_anything = False
+        self._data_dir: Path | None = None
+        self._simulated: SimulatedVoltage | None = None
 
     # --- start -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -163,7 +168,10 @@ class Supervisor:
         self.check_ports()
         make_private(data_dir)  # 0700, and files older versions left 0644 become 0600
         self._started_anything = True
+        self._data_dir = data_dir
         self.env["WATCHER_DATA_DIR"] = str(data_dir)
+        self.env[REPORTED_MARK] = "1"  # `watcher up` has warned; its children need not
+        os.umask(0o077)  # what the children write here (beat's schedule) is private too
         if not self.settings.watcher_redis_url:
             self._start_embedded_redis(data_dir, lock_fd)
         python = sys.executable
@@ -231,10 +239,22 @@ class Supervisor:
             if not child.alive:
                 child.start(self.env)
                 child.backoff.launched(time.monotonic(), restart=False)
+        api_url = f"http://{self.options.api_host}:{self.options.api_port}"
+        stack = Stack(
+            pid=os.getpid(),
+            api_url=api_url,
+            data_dir=str(data_dir),
+            redis_url=self.redis.url if self.redis is not None else None,
+            simulator=self._simulated,
+        )
+        stack_file = write_stack(stack)
+        if self._simulated is not None:
+            print(simulate_banner(stack, self.settings), file=sys.stderr, flush=True)
         log.info(
             "watcher is up",
-            api=f"http://{self.options.api_host}:{self.options.api_port}",
+            api=api_url,
             processes=[c.name for c in self.children],
+            stack_file=str(stack_file),
         )
 
     def check_ports(self) -> None:
@@ -265,28 +285,41 @@ class Supervisor:
 
     def _start_simulator(self, python: str) -> None:
         port = self.options.simulator_port or free_port()
-        self.env.update(
-            VOLTAGE_API_URL=f"http://127.0.0.1:{port}/v1",
-            VOLTAGE_API_KEY=SIMULATOR_KEY,
-            VOLTAGE_ORGANIZATION_ID=self.settings.voltage_organization_id or "sim-org",
-            VOLTAGE_ENVIRONMENT_ID=self.settings.voltage_environment_id or "sim-env",
-            VOLTAGE_WALLET_ID=self.settings.voltage_wallet_id or "sim-wallet",
+        simulated = SimulatedVoltage(
+            api_url=f"http://127.0.0.1:{port}/v1",
+            api_key=SIMULATOR_KEY,
+            organization_id=self.settings.voltage_organization_id or "sim-org",
+            environment_id=self.settings.voltage_environment_id or "sim-env",
+            wallet_id=self.settings.voltage_wallet_id or "sim-wallet",
         )
+        self._simulated = simulated
+        self.env.update(
+            VOLTAGE_API_URL=simulated.api_url,
+            VOLTAGE_API_KEY=simulated.api_key,
+            VOLTAGE_ORGANIZATION_ID=simulated.organization_id,
+            VOLTAGE_ENVIRONMENT_ID=simulated.environment_id,
+            VOLTAGE_WALLET_ID=simulated.wallet_id,
+        )
+        assert self._data_dir is not None  # noqa: S101 - start() sets it first
         child = Child(
             "simulator",
-            [python, "-m", "watcher", "simulator", "--port", str(port), "--api-key", SIMULATOR_KEY],
+            [
+                python,
+                "-m",
+                "watcher",
+                "simulator",
+                "--port",
+                str(port),
+                "--api-key",
+                SIMULATOR_KEY,
+                # The simulated payments outlive a restart, as the watcher's records do.
+                "--state-file",
+                str(self._data_dir / SIMULATOR_STATE_FILE),
+            ],
         )
         child.start(self.env)
         child.backoff.launched(time.monotonic(), restart=False)
         self.children.append(child)
-        banner = "=" * 72
-        print(
-            f"{banner}\n  SIMULATED VOLTAGE: payments are NOT real. Simulator on "
-            f"http://127.0.0.1:{port}/v1\n  settle one: curl -X POST "
-            f"http://127.0.0.1:{port}/_sim/payments/<id>/settle\n{banner}",
-            file=sys.stderr,
-            flush=True,
-        )
 
     # --- run and stop ------------------------------------------------------------------------
     def run(self) -> int:
@@ -354,11 +387,41 @@ class Supervisor:
             self.redis.stop()
             self.redis = None
         self._embedded = None
+        if self._data_dir is not None:
+            remove_stack(self._data_dir, os.getpid())
         if self._lock is not None:
             self._lock.release()  # last: nothing of ours touches the data dir any more
             self._lock = None
         if self._started_anything:
             log.info("watcher stopped")
+
+
+def simulate_banner(stack: Stack, settings: Settings) -> str:
+    """Everything a person needs to use what `--simulate` started, from another terminal."""
+    sim = stack.simulator
+    assert sim is not None  # noqa: S101 - only shown with --simulate
+    data_dir = stack.data_dir
+    tokens = (
+        "a token from WATCHER_API_TOKENS"
+        if settings.watcher_api_tokens
+        else "none set: every /v1 call answers 401 until WATCHER_API_TOKENS has one"
+    )
+    rule = "=" * 78
+    lines = [
+        rule,
+        "  SIMULATED VOLTAGE: payments are NOT real.",
+        f"  API        {stack.api_url}   (Authorization: Bearer <{tokens}>)",
+        f"  simulator  {sim.api_url}   key {sim.api_key}",
+        f"             organization {sim.organization_id}, environment {sim.environment_id}, "
+        f"wallet {sim.wallet_id}",
+        f"  pay one    curl -X POST {sim.control_url}/payments/<id>/settle",
+        f"  CLI        WATCHER_DATA_DIR={data_dir} watcher status",
+        "             (any watcher command finds this stack through the data directory)",
+    ]
+    if stack.redis_url is not None:
+        shown = mask_redis_url(stack.redis_url)
+        lines.append(f"  Redis      {shown}  (password in {Path(data_dir) / PASSWORD_FILE})")
+    return "\n".join([*lines, rule])
 
 
 def _signal_name(code: int | None) -> str | None:

@@ -13,13 +13,12 @@ class WatcherGroup(click.Group):
     """Turns a Redis that goes away or refuses mid-command into one line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from watcher.cli.common import REDIS_FAILURES, redis_failure_exit
-        from watcher.settings import get_settings
+        from watcher.cli.common import REDIS_FAILURES, redis_failure_exit, settings_or_exit
 
         try:
             return super().invoke(ctx)
         except REDIS_FAILURES as exc:
-            redis_failure_exit(get_settings(), exc)
+            redis_failure_exit(settings_or_exit(), exc)
 
 
 @click.group(cls=WatcherGroup)

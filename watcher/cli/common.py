@@ -14,7 +14,8 @@ from redis.sentinel import MasterNotFoundError
 
 from watcher.logging import configure_logging, redact
 from watcher.runtime import Runtime
-from watcher.settings import ConfigError, Settings, get_settings
+from watcher.settings import ConfigError, Settings, get_settings, load_settings
+from watcher.stack import STACK_FILE, read_stack
 
 # Exit status of every command that cannot use its Redis, like a bad setting: the fix is in
 # the configuration or the environment, not in the command's arguments.
@@ -30,19 +31,44 @@ REDIS_FAILURES: tuple[type[Exception], ...] = (
 MAX_DETAIL = 160  # redis-py's own text, cut: some of it (sentinel failures) runs to pages
 
 
-def settings_or_exit() -> Settings:
-    """Read settings once; a bad value stops the command here, naming the variable."""
+def settings_or_exit(*, find_stack: bool = True) -> Settings:
+    """Read settings once; a bad value stops the command here, naming the variable.
+
+    With `find_stack`, a `watcher up` running on the same data directory fills in what the
+    environment leaves unset (its embedded Redis, its simulator): see watcher/stack.py.
+    """
     try:
-        return get_settings()
+        settings = get_settings()
+        _warn_unknown_variables_once()
+        if not find_stack:
+            return settings
+        stack = read_stack(settings.watcher_data_dir)
+        overrides = stack.settings_overrides(settings) if stack is not None else {}
+        return load_settings(**overrides) if overrides else settings
     except ConfigError as exc:
         click.echo(f"watcher: {exc}", err=True)
         sys.exit(2)
+
+
+_warned: list[bool] = []
+
+
+def _warn_unknown_variables_once() -> None:
+    from watcher.unknown_settings import unreported_unknown_variables
+
+    if not _warned:
+        _warned.append(True)
+        for unknown in unreported_unknown_variables():
+            click.echo(f"watcher: warning: {unknown.message()}", err=True)
 
 
 def runtime_or_exit(*, need_voltage: bool = False) -> Runtime:
     """Settings, logging and a Redis that answers, or one line saying which is wrong."""
     settings = settings_or_exit()
     configure_logging(settings)
+    if settings.watcher_redis_url is None:
+        click.echo(f"watcher: {no_stack_message(settings)}", err=True)
+        sys.exit(REDIS_EXIT)
     try:
         if need_voltage:
             settings.require_voltage()
@@ -55,6 +81,15 @@ def runtime_or_exit(*, need_voltage: bool = False) -> Runtime:
     except REDIS_FAILURES as exc:
         redis_failure_exit(settings, exc)
     return rt
+
+
+def no_stack_message(settings: Settings) -> str:
+    data_dir = settings.watcher_data_dir.resolve()
+    return (
+        f"WATCHER_REDIS_URL is not set and no `watcher up` is running on {data_dir} (it would "
+        f"have left {data_dir / STACK_FILE}): start `watcher up`, run this command from its "
+        "directory or with its WATCHER_DATA_DIR, or set WATCHER_REDIS_URL"
+    )
 
 
 def redis_failure_message(settings: Settings, exc: Exception) -> str:

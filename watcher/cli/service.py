@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -47,6 +48,12 @@ def show_config() -> None:
     type=click.FloatRange(0, 60),
     help="Seconds a new receive stays 'generating' before its invoice appears.",
 )
+@click.option(
+    "--state-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep the payments in this file across restarts (default: in memory only).",
+)
 def simulator(
     host: str,
     port: int,
@@ -55,12 +62,13 @@ def simulator(
     environment_id: str | None,
     not_found_window: float,
     generating_delay: float,
+    state_file: Path | None,
 ) -> None:
     """Run the Voltage API simulator; base URL http://HOST:PORT/v1."""
     from watcher.simulator import SimulatorConfig
     from watcher.simulator.server import serve
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(find_stack=False)
     configure_logging(settings)
     if api_key is None:
         configured = settings.voltage_api_key
@@ -71,8 +79,10 @@ def simulator(
         environment_id=environment_id,
         not_found_window=not_found_window,
         generating_delay=generating_delay,
+        state_file=state_file,
     )
-    click.echo(f"Voltage simulator on http://{host}:{port}/v1 (control: /_sim)", err=True)
+    kept = f", payments kept in {state_file}" if state_file else ", payments in memory only"
+    click.echo(f"Voltage simulator on http://{host}:{port}/v1 (control: /_sim{kept})", err=True)
     serve(host, port, config)
 
 
@@ -83,7 +93,7 @@ def api(host: str, port: int) -> None:
     """Run the HTTP API for subscribers and operators (OpenAPI docs at /docs)."""
     from watcher.api.server import serve
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(find_stack=False)
     configure_logging(settings)
     try:
         serve(settings, host, port)
@@ -137,7 +147,7 @@ def up(host: str, port: int, simulate: bool, simulator_port: int, flower_port: i
     """API, worker, beat and Flower (and Redis, when WATCHER_REDIS_URL is unset) until Ctrl-C."""
     from watcher.supervisor import Supervisor, UpOptions
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(find_stack=False)
     configure_logging(settings)
     if not simulate:
         try:

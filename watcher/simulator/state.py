@@ -28,9 +28,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from watcher.simulator.invoices import MAX_DESCRIPTION_BYTES, SimInvoice, make_invoice
+
+if TYPE_CHECKING:
+    from watcher.simulator.journal import Journal
 
 PERMISSIONS = frozenset({"read", "receive", "write"})
 CREATE_PERMISSIONS = frozenset({"receive", "write"})
@@ -106,6 +110,8 @@ class SimulatorConfig:
     seed: int | None = None
     updated_at_backdate: float = 0.0
     list_lag: float = 0.0
+    # Where payments are kept across restarts (`watcher up --simulate`); None: memory only.
+    state_file: Path | None = None
 
     def __post_init__(self) -> None:
         keys: dict[str, frozenset[str]] = {}
@@ -627,6 +633,7 @@ class SimulatorState:
             seed=base.seed,
             updated_at_backdate=base.updated_at_backdate,
             list_lag=base.list_lag,
+            state_file=base.state_file,
         )
         self._clock = clock
         self._lock = threading.Lock()
@@ -636,6 +643,9 @@ class SimulatorState:
         self._due: list[tuple[int, str]] = []
         self._by_created: list[tuple[int, str]] = []
         self._final_by_updated: list[tuple[int, str]] = []
+        self._journal: Journal | None = None
+        if base.state_file is not None:
+            self._restore(base.state_file)
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -728,6 +738,7 @@ class SimulatorState:
             self._payments[payment.id] = payment
             bisect.insort(self._by_created, (payment.created_micros, payment.id))
             heapq.heappush(self._due, (payment.ready_micros, payment.id))
+            self._record(payment)
 
     def get(self, organization_id: str, environment_id: str, payment_id: str) -> dict[str, Any]:
         with self._lock:
@@ -815,6 +826,7 @@ class SimulatorState:
             for payment in payments:
                 self._ensure_new(payment.id)
             self._add_seeded(payments)
+            self._record(*payments)
         return ids
 
     def settle(self, payment_id: str, amount_msats: int | None = None) -> dict[str, Any]:
@@ -839,6 +851,7 @@ class SimulatorState:
                 },
             }
             self._transition(payment, COMPLETED, now, "completed", paid=(receipt, amount_msats))
+            self._record(payment)
             return payment.render()
 
     def fail(
@@ -854,6 +867,7 @@ class SimulatorState:
             self._transition(
                 payment, FAILED, self.now_micros(), "failed", error=_receive_error(code, text)
             )
+            self._record(payment)
             return payment.render()
 
     def expire(self, payment_id: str) -> dict[str, Any]:
@@ -863,6 +877,7 @@ class SimulatorState:
             now = self.now_micros()
             self._generate_now(payment, now)
             self._transition(payment, EXPIRED, now, "expired", error=_EXPIRED_ERROR)
+            self._record(payment)
             return payment.render()
 
     def hide_from_filtered_lists(self, payment_id: str, hidden: bool = True) -> dict[str, Any]:
@@ -878,6 +893,7 @@ class SimulatorState:
                 raise _not_found(payment_id)
             self._advance(payment, now)
             payment.hidden_from_filtered_lists = hidden
+            self._record(payment)
             return payment.render_raw(now)
 
     def raw(self, payment_id: str) -> dict[str, Any]:
@@ -902,12 +918,39 @@ class SimulatorState:
             self._due.clear()
             self._by_created.clear()
             self._final_by_updated.clear()
+            if self._journal is not None:
+                self._journal.clear()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._payments)
 
     # --- internals (call with the lock held) ------------------------------------------------
+
+    def _restore(self, state_file: Path) -> None:
+        """Payments an earlier run kept, indexed as if they had been made here."""
+        from watcher.simulator.journal import Journal
+
+        self._journal = Journal(state_file)
+        restored = self._journal.load()
+        for payment in restored:
+            self._payments[payment.id] = payment
+            self._by_created.append((payment.created_micros, payment.id))
+            if payment.is_final:
+                self._final_by_updated.append((payment.updated_micros, payment.id))
+            deadline = payment.next_deadline()
+            if deadline is not None:
+                self._due.append((deadline, payment.id))
+        self._by_created.sort()
+        self._final_by_updated.sort()
+        heapq.heapify(self._due)
+        if restored:
+            # Not the preimages and ids of the first run again.
+            self._rng.seed(f"{self._config.seed}:{len(restored)}:{self._clock()}")
+
+    def _record(self, *payments: SimPayment) -> None:
+        if self._journal is not None:
+            self._journal.record(payments)
 
     def _ensure_new(self, payment_id: str) -> None:
         if payment_id in self._payments:

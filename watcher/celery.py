@@ -13,7 +13,7 @@ from celery import Celery
 from celery.signals import beat_init, celeryd_init, setup_logging, task_postrun, task_prerun
 from kombu import Queue
 
-from watcher.logging import bind, configure_logging
+from watcher.logging import bind, configure_logging, get_logger
 from watcher.settings import ConfigError, Settings, get_settings
 
 QUEUE_CONTROL = "watcher.control"
@@ -90,13 +90,19 @@ def _load_settings() -> Settings:
         raise SystemExit(2) from None
 
 
+log = get_logger(__name__)
+
 app = Celery("watcher", include=["watcher.tasks"])
 app.conf.update(celery_config(_load_settings()))
 
 
 @setup_logging.connect
 def _setup_logging(**_kwargs: Any) -> None:
+    from watcher.unknown_settings import unreported_unknown_variables
+
     configure_logging(get_settings())
+    for unknown in unreported_unknown_variables():
+        log.warning(unknown.message(), variable=unknown.name, did_you_mean=unknown.suggestion)
 
 
 @task_prerun.connect

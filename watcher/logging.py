@@ -18,6 +18,7 @@ import structlog.tracebacks
 from watcher.settings import LogFormat, Settings
 
 REDACTED = "[redacted]"
+PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
 
 _secrets: list[str] = []
 
@@ -122,6 +123,11 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     root.setLevel(settings.watcher_log_level.upper())
     for noisy in ("urllib3", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Celery's line per task received, succeeded and sent by beat: several a second when busy,
+    # a few a minute when idle, and none of them news. DEBUG shows them; failures still show.
+    per_task = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for chatty in PER_TASK_LOGGERS:
+        logging.getLogger(chatty).setLevel(per_task)
 
     structlog.configure(
         processors=[

@@ -44,16 +44,21 @@ class Stack:
     data_dir: str
     redis_url: str | None = None  # only an embedded one; a configured URL is in the settings
     simulator: SimulatedVoltage | None = None
+    # A subscription the CLI adds must pass the check the stack's worker will apply.
+    webhook_allow_private: bool = False
 
     def settings_overrides(self, settings: Settings) -> dict[str, Any]:
         """The settings a command needs to act on this stack, given what it was told.
 
         Only an unset WATCHER_REDIS_URL is filled in; with a simulator, every command talks to
-        the Voltage the stack talks to, as the stack's own processes do.
+        the Voltage the stack talks to, as the stack's own processes do; a stack that delivers
+        to private addresses lets the CLI subscribe one.
         """
         overrides: dict[str, Any] = {}
         if settings.watcher_redis_url is None and self.redis_url is not None:
             overrides["watcher_redis_url"] = self.redis_url
+        if self.webhook_allow_private and not settings.watcher_webhook_allow_private:
+            overrides["watcher_webhook_allow_private"] = True
         if self.simulator is not None:
             overrides.update(
                 voltage_api_url=self.simulator.api_url,
@@ -103,6 +108,7 @@ def read_stack(data_dir: Path, *, require_alive: bool = True) -> Stack | None:
             data_dir=str(raw["data_dir"]),
             redis_url=raw.get("redis_url"),
             simulator=SimulatedVoltage(**simulator) if simulator else None,
+            webhook_allow_private=bool(raw.get("webhook_allow_private", False)),
         )
     except (OSError, ValueError, TypeError, KeyError):
         return None

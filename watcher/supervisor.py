@@ -246,6 +246,7 @@ class Supervisor:
             data_dir=str(data_dir),
             redis_url=self.redis.url if self.redis is not None else None,
             simulator=self._simulated,
+            webhook_allow_private=self.settings.watcher_webhook_allow_private,
         )
         stack_file = write_stack(stack)
         if self._simulated is not None:

@@ -6,12 +6,19 @@ commands in docs/operations.md) is resolved against the real programs: `watcher 
 a registered click command, `celery -A watcher <sub>` a celery subcommand, every option one
 that command accepts (checked in-process on the click objects, and once more in the real
 `--help` output of the installed scripts). Environment variable names must be settings the app
-knows. No network, no Docker; a private redis-server and `systemd-analyze` when present.
+knows. The systemd units go through `systemd-analyze verify` and `systemctl --root enable`, the
+Kubernetes manifests through the schemas `kubernetes-validate` bundles, `deploy/sentinel.conf`
+through three real sentinels and the documented `rediss://` URL through a real TLS redis-server.
+No network, no Docker: private redis-servers on loopback only. Without systemd-analyze,
+systemctl or openssl their tests skip on a developer's machine but fail under CI (CI=true), so
+CI cannot skip them silently; promtool and nft checks skip wherever the tool is missing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import configparser
+import copy
 import importlib.metadata
 import os
 import re
@@ -31,7 +38,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import clean_env, wait_until
-from watcher.redis_server import RedisServer, free_port
+from watcher.redis_server import RedisServer, find_redis_server, free_port
+from watcher.runtime import redis_from_settings, sentinel_hosts
 from watcher.settings import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +155,60 @@ def env_file(path: Path) -> dict[str, str]:
             assert sep, f"{path.name}: not KEY=value: {line!r}"
             values[key] = value
     return values
+
+
+def required_tool(name: str) -> str:
+    """The path of a system tool a test needs: skipped where it is missing, failed under CI."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed, and CI must run this check")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def operations_blocks() -> list[str]:
+    """The fenced code blocks of docs/operations.md, each as its text."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for line in OPERATIONS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            if current is not None:
+                blocks.append("\n".join(current))
+            current = None if current is not None else []
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def operations_block(first_line: str) -> str:
+    """The one code block of docs/operations.md that starts with `first_line`."""
+    found = [b for b in operations_blocks() if b.startswith(first_line)]
+    assert len(found) == 1, f"docs/operations.md: {len(found)} blocks start with {first_line!r}"
+    return found[0]
+
+
+def three_machine_env() -> dict[str, str]:
+    """The worked example's /etc/voltage-watcher/env, unquoted as systemd reads it."""
+    values = {}
+    for line in operations_block("# /etc/voltage-watcher/env on wm1, wm2 and wm3").splitlines():
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"not KEY=value: {line!r}"
+            values[key] = shlex.split(value)[0] if value else ""
+    return values
+
+
+def sentinel_directives() -> dict[str, list[str]]:
+    directives: dict[str, list[str]] = {}
+    for raw in (DEPLOY / "sentinel.conf").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            words = shlex.split(line)
+            key = " ".join(words[:2]) if words[0] == "sentinel" else words[0]
+            rest = words[2:] if words[0] == "sentinel" else words[1:]
+            directives.setdefault(key, []).append(" ".join(rest))
+    return directives
 
 
 @dataclass
@@ -503,6 +565,7 @@ def test_every_file_under_deploy_is_one_the_tests_read() -> None:
         "Dockerfile",
         "Dockerfile.dockerignore",
         "docker-entrypoint.sh",
+        "sentinel.conf",
     }
     for path in deploy_files():
         relative = path.relative_to(DEPLOY)
@@ -836,6 +899,310 @@ def test_redis_conf_loads_in_a_real_redis_server_with_the_compose_overrides(
         process.wait(10)
 
 
+# --- the three-machine example: env file, Sentinel, firewall; Redis TLS -----------------------
+
+SENTINEL_TEST_PASSWORD = "sentinel-test-password-0123"
+
+
+def test_the_three_machine_env_file_is_valid_and_names_the_three_sentinels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scrubbed_env(monkeypatch)
+    monkeypatch.chdir(DEPLOY)  # no .env here
+    env = three_machine_env()
+    with pytest.raises(ConfigError, match="WATCHER_API_TOKENS"):  # a forgotten placeholder
+        load_settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
+    secrets = {k: v for k, v in VALID_SECRETS.items() if k != "WATCHER_REDIS_URL"}
+    values = {k.lower(): v for k, v in {**env, **secrets}.items()}
+    settings = load_settings(_env_file=None, **values)
+    hosts, options = sentinel_hosts(settings.watcher_redis_url or "")
+    sentinel = sentinel_directives()
+    (port,) = sentinel["port"]
+    assert hosts == [(f"10.0.0.{n}", int(port)) for n in (1, 2, 3)]
+    assert options == {"password": "CHANGE-ME", "db": 0}
+    assert settings.watcher_redis_min_replicas >= 1
+    (monitor,) = sentinel["sentinel monitor"]
+    name, address, redis_port, quorum = monitor.split()
+    assert name == settings.watcher_redis_sentinel_master
+    assert (address, redis_port) == ("10.0.0.1", "6379")  # wm1, the master at first
+    assert int(quorum) == len(hosts) // 2 + 1  # a majority of the three
+    assert sentinel["sentinel auth-pass"] == [f"{name} CHANGE-ME"]
+
+
+def start_sentinels(tmp_path: Path, master_port: int, count: int) -> list[int]:
+    """`count` sentinels from deploy/sentinel.conf on loopback, monitoring the master there."""
+    template = (DEPLOY / "sentinel.conf").read_text(encoding="utf-8")
+    ports = []
+    for n in range(1, count + 1):
+        port = free_port()
+        text = template
+        for pattern, value in {
+            r"^port 26379$": f"port {port}",
+            r"^bind .*$": "bind 127.0.0.1",
+            r"^(sentinel monitor watched) 10\.0\.0\.1 6379 2$": rf"\1 127.0.0.1 {master_port} 2",
+            r"^(sentinel auth-pass watched) CHANGE-ME$": rf"\1 {SENTINEL_TEST_PASSWORD}",
+            r"^dir .*$": f"dir {tmp_path}",
+            r'^logfile ""$': f'logfile "{tmp_path}/sentinel{n}.log"',
+        }.items():
+            text, replaced = re.subn(pattern, value, text, flags=re.MULTILINE)
+            assert replaced == 1, f"deploy/sentinel.conf has no line {pattern}"
+        (tmp_path / f"sentinel{n}.conf").write_text(text)
+        ports.append(port)
+    return ports
+
+
+def test_sentinel_conf_makes_a_quorum_of_three_the_documented_url_reaches(tmp_path: Path) -> None:
+    """deploy/sentinel.conf on three real sentinels over a master and two replicas (the three
+    machines, on loopback ports): the quorum is reachable, and the worked example's env file,
+    with its addresses swapped for those ports, reaches the master for the watcher's own client
+    and for Celery's broker."""
+    from celery import Celery
+
+    from watcher.celery import celery_config
+
+    password = SENTINEL_TEST_PASSWORD
+    servers = [
+        RedisServer(tmp_path / "wm1", password=password, extra_args=["--masterauth", password])
+    ]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        servers[0].start()
+        for n in (2, 3):
+            replica_of = ["--replicaof", "127.0.0.1", str(servers[0].port)]
+            servers.append(
+                RedisServer(
+                    tmp_path / f"wm{n}",
+                    password=password,
+                    extra_args=[*replica_of, "--masterauth", password],
+                ).start()
+            )
+        master = redis.Redis(port=servers[0].port, password=password, decode_responses=True)
+        wait_until(
+            lambda: master.info("replication")["connected_slaves"] == 2,
+            timeout=30,
+            message="two replicas connected",
+        )
+        ports = start_sentinels(tmp_path, servers[0].port, 3)
+        for n in (1, 2, 3):
+            conf = str(tmp_path / f"sentinel{n}.conf")
+            processes.append(
+                subprocess.Popen(
+                    [find_redis_server(), conf, "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        sentinel = redis.Redis(port=ports[0], socket_timeout=2, decode_responses=True)
+
+        def quorum() -> str | None:
+            assert all(p.poll() is None for p in processes), "a sentinel exited"
+            try:
+                answer = str(sentinel.execute_command("SENTINEL", "CKQUORUM", "watched"))
+            except (redis.ConnectionError, redis.ResponseError):
+                return None
+            known = sentinel.sentinel_master("watched")
+            complete = answer.startswith("OK 3 usable") and known["num-slaves"] == 2
+            return answer if complete else None
+
+        answer = wait_until(quorum, timeout=60, message="three sentinels and two replicas")
+        assert answer in OPERATIONS.read_text(encoding="utf-8")  # what the docs say it prints
+        known = sentinel.sentinel_master("watched")
+        assert known["quorum"] == 2
+        assert known["down-after-milliseconds"] == 10000
+        sentinel.close()
+
+        url = three_machine_env()["WATCHER_REDIS_URL"].replace("CHANGE-ME", password)
+        for n, port in enumerate(ports, 1):
+            url = url.replace(f"10.0.0.{n}:26379", f"127.0.0.1:{port}")
+        assert "10.0.0." not in url
+        settings = load_settings(
+            _env_file=None,
+            watcher_redis_url=url,
+            watcher_redis_sentinel_master=three_machine_env()["WATCHER_REDIS_SENTINEL_MASTER"],
+        )
+        client = redis_from_settings(settings)
+        try:
+            assert client.set("deploytest:sentinel", "1")  # a write: the master, not a replica
+            assert master.get("deploytest:sentinel") == "1"
+            client.delete("deploytest:sentinel")
+        finally:
+            client.close()
+            master.close()
+        app = Celery("deploytest-sentinel", set_as_current=False)
+        app.conf.update(celery_config(settings))
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=3)
+            queue = connection.SimpleQueue("deploytest.sentinel")
+            queue.put({"through": "sentinel"})
+            message = queue.get(timeout=10)
+            message.ack()
+            assert message.payload == {"through": "sentinel"}
+            queue.close()
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+        for server in reversed(servers):
+            server.stop()
+
+
+def test_the_documented_firewall_rules_parse_and_open_the_redis_ports(tmp_path: Path) -> None:
+    """The worked example's /etc/nftables.conf through `nft -c` (checks, applies nothing)."""
+    block = operations_block("#!/usr/sbin/nft -f")
+    (opened,) = re.findall(r'iifname "wg0" .* tcp dport \{ ([\d, ]+) \} accept', block)
+    redis_port = redis_directives()["port"]
+    assert set(opened.split(", ")) == {*redis_port, *sentinel_directives()["port"]}
+    wm1 = block.replace("# tcp dport 443 accept", "tcp dport 443 accept")
+    assert wm1 != block
+    nft = shutil.which("nft")
+    if nft is None or os.geteuid() != 0:
+        pytest.skip("needs nft (Debian: nftables) and root")
+    for name, text in {"wm1": wm1, "wm2": block}.items():
+        path = tmp_path / f"{name}.nft"
+        path.write_text(text + "\n")
+        result = subprocess.run(
+            [nft, "-c", "-f", str(path)], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+def documented_tls_files(directory: Path) -> None:
+    """The docs' openssl commands (a CA and a certificate for the address clients use), run
+    for 127.0.0.1 instead of 10.0.0.1, and a second, unrelated CA under other/."""
+    openssl = required_tool("openssl")
+    lines = [
+        line.replace("IP:10.0.0.1", "IP:127.0.0.1")
+        for block in operations_blocks()
+        for line in block.splitlines()
+        if line.startswith(("openssl ", "printf 'subjectAltName="))
+    ]
+    assert len(lines) == 4, lines
+    env = {**os.environ, "PATH": f"{Path(openssl).parent}:{os.environ.get('PATH', '')}"}
+    for line in lines:
+        subprocess.run(["sh", "-c", line], cwd=directory, env=env, check=True, timeout=60)
+    (directory / "other").mkdir()
+    subprocess.run(["sh", "-c", lines[0]], cwd=directory / "other", env=env, check=True, timeout=60)
+
+
+def start_tls_redis(directory: Path, password: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server with the docs' TLS lines (their paths moved to `directory`)."""
+    (block,) = [b for b in operations_blocks() if b.startswith("port 0\ntls-port ")]
+    port = free_port()
+    conf = block.replace("/etc/redis/tls/", f"{directory}/").replace(
+        "tls-port 6379", f"tls-port {port}"
+    )
+    conf += (
+        f'\nbind 127.0.0.1\nrequirepass {password}\nsave ""\nappendonly no\n'
+        f'dir {directory}\nlogfile "{directory}/redis.log"\n'
+    )
+    (directory / "redis-tls.conf").write_text(conf)
+    process = subprocess.Popen(
+        [find_redis_server(), str(directory / "redis-tls.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        ssl=True,
+        ssl_ca_certs=str(directory / "ca.crt"),
+        socket_timeout=2,
+    )
+
+    def answers() -> bool:
+        log = directory / "redis.log"
+        assert process.poll() is None, log.read_text() if log.exists() else "redis-server exited"
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until(answers, timeout=15, message="redis-server with the documented TLS lines")
+    except BaseException:
+        process.terminate()
+        process.wait(10)
+        raise
+    finally:
+        client.close()
+    return process, port
+
+
+def test_the_documented_rediss_url_works_and_verifies_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rediss:// URL of docs/operations.md against a real TLS redis-server: the watcher's
+    client and Celery's broker connect and check the certificate (another CA is refused);
+    without ssl_ parameters kombu would not check it; Flower's queue view needs the CA in the
+    system store. What the docs say, each part."""
+    import ssl
+
+    from celery import Celery
+    from flower.utils.broker import Broker
+    from kombu import Connection
+    from kombu.exceptions import OperationalError
+
+    from watcher.celery import celery_config
+
+    scrubbed_env(monkeypatch)
+    documented_tls_files(tmp_path)
+    password = "tls-test-password-0123"
+    process, port = start_tls_redis(tmp_path, password)
+    try:
+        (documented,) = {
+            url
+            for block in operations_blocks()
+            for url in re.findall(r"rediss://[^'\s]+", block)
+            if "ssl_cert_reqs=" in url
+        }
+        url = (
+            documented.replace("CHANGE-ME", password)
+            .replace("@10.0.0.1:6379/", f"@127.0.0.1:{port}/")
+            .replace("/etc/voltage-watcher/tls/redis-ca.crt", str(tmp_path / "ca.crt"))
+        )
+        assert str(tmp_path) in url
+        assert str(port) in url
+
+        def connect(url: str) -> None:
+            settings = load_settings(_env_file=None, watcher_redis_url=url)
+            client = redis_from_settings(settings)
+            try:
+                assert client.ping()
+            finally:
+                client.close()
+            app = Celery("deploytest-tls", set_as_current=False)
+            app.conf.update(celery_config(settings))
+            with app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, interval_start=0)
+                assert connection.ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+                queue = connection.SimpleQueue("deploytest.tls")
+                queue.put({"over": "tls"})
+                message = queue.get(timeout=10)
+                message.ack()
+                assert message.payload == {"over": "tls"}
+                queue.close()
+
+        connect(url)
+        other_ca = url.replace(str(tmp_path / "ca.crt"), str(tmp_path / "other" / "ca.crt"))
+        with pytest.raises((redis.ConnectionError, OperationalError)):
+            connect(other_ca)
+        without = url.split("?")[0]
+        assert Connection(without).ssl == {"ssl_cert_reqs": ssl.CERT_NONE}  # kombu: unchecked
+
+        broker = Broker(url, broker_options={}, broker_use_ssl=None)
+        with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            asyncio.run(broker.queues(["watcher.poll"]))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.crt"))  # = the system store
+        broker = Broker(url, broker_options={}, broker_use_ssl=None)
+        assert asyncio.run(broker.queues(["watcher.poll"])) == [
+            {"name": "watcher.poll", "messages": 0}
+        ]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 # --- Kubernetes -------------------------------------------------------------------------------
 
 
@@ -926,6 +1293,29 @@ def test_k8s_worker_grace_period_covers_the_task_time_limit() -> None:
     assert "--concurrency" in invocation.options  # not one process per node CPU
 
 
+def test_k8s_manifests_validate_against_the_kubernetes_schemas() -> None:
+    """Every object against the Kubernetes JSON schemas the kubernetes-validate package bundles
+    (offline), strict (an unknown or misspelt field is an error), for every version it bundles.
+    The Kustomization is kustomize's own file, not an API object: no schema to check it with."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import all_versions
+
+    versions = sorted(set(all_versions()), key=lambda v: tuple(int(x) for x in v.split(".")))
+    assert len(versions) >= 3, versions
+    objects = [(path, doc) for path, doc in k8s_objects() if doc["kind"] != "Kustomization"]
+    assert {doc["kind"] for _, doc in objects} >= {"Deployment", "Service", "ConfigMap", "Secret"}
+    for version in versions:
+        for path, doc in objects:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{path.name} {doc['kind']} on Kubernetes {version}: {exc.caught}")
+    broken = copy.deepcopy(deployment("worker"))
+    broken["spec"]["replica"] = broken["spec"].pop("replicas")  # the validator has teeth
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, versions[-1], strict=True)
+
+
 # --- systemd ----------------------------------------------------------------------------------
 
 
@@ -999,25 +1389,38 @@ def test_systemd_worker_template_warm_shutdown_and_instances() -> None:
     assert schedule.startswith(unit_value(beat, "Service", "ReadWritePaths") + "/")
 
 
+def all_units() -> list[Path]:
+    return [*service_units(), SYSTEMD / "voltage-watcher.target"]
+
+
 def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
-    (tmp_path / "env").write_text("")
+    """Every unit, the worker template as each of its instances (with its instance file), and
+    the target, through the real `systemd-analyze verify`."""
+    analyze = required_tool("systemd-analyze")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "env").write_text("")
+    for path in worker_instance_files().values():
+        shutil.copy(path, etc / path.name)
     units = []
-    for path in [*service_units(), SYSTEMD / "voltage-watcher.target"]:
-        text = path.read_text(encoding="utf-8")
-        text = text.replace(INSTALL_PREFIX, f"{VENV_BIN}/")
-        text = text.replace("/etc/voltage-watcher/env", str(tmp_path / "env"))
-        name = path.name.replace("@.service", "@1.service")
-        (tmp_path / name).write_text(text)
-        units.append(f"./{name}")
+    for path in all_units():
+        text = path.read_text(encoding="utf-8").replace(INSTALL_PREFIX, f"{VENV_BIN}/")
+        text = text.replace("/etc/voltage-watcher/", f"{etc}/")
+        instances = sorted(worker_instance_files()) if path.name.endswith("@.service") else [""]
+        for instance in instances:
+            name = path.name.replace("@.service", f"@{instance}.service")
+            (tmp_path / name).write_text(text)
+            units.append(name)
+    assert "voltage-watcher.target" in units
+    assert {f"voltage-watcher-worker@{i}.service" for i in ("poll", "deliver", "control")} <= set(
+        units
+    )
     result = subprocess.run(
-        [analyze, "verify", "--man=no", *units],
+        [analyze, "verify", "--man=no", *(f"./{name}" for name in units)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
         check=False,
     )
     problems = [
@@ -1027,6 +1430,82 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     ]
     assert result.returncode == 0, result.stderr
     assert not problems, problems
+
+
+def documented_enables() -> list[list[str]]:
+    """The voltage-watcher units of each docs/operations.md code block that runs
+    `systemctl enable` on any of them (one block, one machine)."""
+    machines = []
+    for block in operations_blocks():
+        units: list[str] = []
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            words = words[1:] if words[:1] == ["sudo"] else words
+            if words[:2] == ["systemctl", "enable"]:
+                units += [w for w in words[2:] if w.startswith("voltage-watcher")]
+        if units:
+            machines.append(units)
+    return machines
+
+
+def test_documented_enables_start_every_unit_at_boot_through_the_target(tmp_path: Path) -> None:
+    """Each machine's `systemctl enable` of docs/operations.md, run by the real systemctl on a
+    scratch root: the target lands in multi-user.target and every unit under the target."""
+    systemctl = required_tool("systemctl")
+    machines = documented_enables()
+    assert len(machines) >= 4  # one machine, wm1, wm2/wm3, the fourth machine
+    assert any("voltage-watcher-beat.service" in m for m in machines)
+    for n, units in enumerate(machines):
+        assert "voltage-watcher.target" in units, (
+            f"docs/operations.md enables {units} without voltage-watcher.target: "
+            "nothing of it would start at boot"
+        )
+        root = tmp_path / f"machine{n}"
+        unit_dir = root / "etc" / "systemd" / "system"
+        unit_dir.mkdir(parents=True)
+        for path in all_units():
+            shutil.copy(path, unit_dir / path.name)
+        result = subprocess.run(
+            [systemctl, f"--root={root}", "enable", *units],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        boot = {p.name for p in (unit_dir / "multi-user.target.wants").iterdir()}
+        assert boot == {"voltage-watcher.target"}  # everything else hangs off the target
+        wanted = {p.name for p in (unit_dir / "voltage-watcher.target.wants").iterdir()}
+        services = {u if u.endswith(".service") else f"{u}.service" for u in units}
+        assert wanted == services - {"voltage-watcher.target.service"}
+        for name in wanted:  # an instance links to the template it is made from
+            link = os.readlink(unit_dir / "voltage-watcher.target.wants" / name)
+            assert Path(link).name == re.sub(r"@[^.]+\.service$", "@.service", name)
+    for unit in service_units():  # stop/restart of the target reach every unit
+        assert unit_value(unit, "Unit", "PartOf") == "voltage-watcher.target"
+
+
+def test_unit_names_in_the_docs_and_units_are_real_ones() -> None:
+    """One naming scheme: a worker instance is a pool with a worker-INSTANCE.env file
+    (voltage-watcher-worker@poll, never @1), and every other unit name is a file here."""
+    units = {p.name for p in all_units()}
+    instances = set(worker_instance_files())
+    texts = {OPERATIONS: OPERATIONS.read_text(encoding="utf-8")}
+    texts.update({p: p.read_text(encoding="utf-8") for p in sorted(SYSTEMD.iterdir())})
+    seen = set()
+    for path, text in texts.items():
+        where = path.relative_to(ROOT)
+        for match in re.finditer(r"(?<![\w-])(?:voltage-watcher-)?worker@([\w*%-]*)", text):
+            instance = match.group(1)
+            assert instance in instances | {"", "*"}, (
+                f"{where}: worker instance {match.group(0)!r}: use one of "
+                f"{sorted(instances)} (deploy/systemd/worker-INSTANCE.env)"
+            )
+            seen.add(instance)
+        for match in re.finditer(r"\bvoltage-watcher[\w@*.-]*\.(?:service|target)\b", text):
+            name = re.sub(r"@[\w*%-]*\.service$", "@.service", match.group(0))
+            assert name in units, f"{where}: {match.group(0)} is not a unit in deploy/systemd"
+    assert instances <= seen  # the docs name every pool
 
 
 # --- Dockerfile and entrypoint ----------------------------------------------------------------

@@ -411,5 +411,12 @@ def load_settings(**overrides: Any) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return load_settings()
+    """The process-wide settings, read once.
+
+    A `watcher up` running on the same data directory fills in what they leave unset (its
+    embedded Redis, its simulator; watcher/stack.py), for every part of the process alike: the
+    CLI's Redis client and the Celery app it sends tasks with must not disagree.
+    """
+    from watcher.stack import with_stack
+
+    return with_stack(load_settings())

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from watcher.settings import Settings
+from watcher.settings import Settings, load_settings
 
 STACK_FILE = "stack.json"
 
@@ -68,6 +68,13 @@ class Stack:
                 voltage_wallet_id=self.simulator.wallet_id,
             )
         return overrides
+
+
+def with_stack(settings: Settings) -> Settings:
+    """`settings` with what a live stack on their data directory fills in, if there is one."""
+    stack = read_stack(settings.watcher_data_dir)
+    overrides = stack.settings_overrides(settings) if stack is not None else {}
+    return load_settings(**overrides) if overrides else settings
 
 
 def stack_path(data_dir: Path) -> Path:

@@ -15,7 +15,7 @@ from redis.sentinel import MasterNotFoundError
 from watcher.logging import configure_logging, redact
 from watcher.runtime import Runtime
 from watcher.settings import ConfigError, Settings, get_settings, load_settings
-from watcher.stack import STACK_FILE, read_stack
+from watcher.stack import STACK_FILE
 
 # Exit status of every command that cannot use its Redis, like a bad setting: the fix is in
 # the configuration or the environment, not in the command's arguments.
@@ -35,19 +35,16 @@ def settings_or_exit(*, find_stack: bool = True) -> Settings:
     """Read settings once; a bad value stops the command here, naming the variable.
 
     With `find_stack`, a `watcher up` running on the same data directory fills in what the
-    environment leaves unset (its embedded Redis, its simulator): see watcher/stack.py.
+    environment leaves unset (its embedded Redis, its simulator): see watcher/stack.py. The
+    commands that start a stack or a service go without: they use only what they are told.
     """
     try:
-        settings = get_settings()
-        _warn_unknown_variables_once()
-        if not find_stack:
-            return settings
-        stack = read_stack(settings.watcher_data_dir)
-        overrides = stack.settings_overrides(settings) if stack is not None else {}
-        return load_settings(**overrides) if overrides else settings
+        settings = get_settings() if find_stack else load_settings()
     except ConfigError as exc:
         click.echo(f"watcher: {exc}", err=True)
         sys.exit(2)
+    _warn_unknown_variables_once()
+    return settings
 
 
 _warned: list[bool] = []

@@ -46,7 +46,8 @@ _DESCRIPTION = """Watches Voltage Lightning payments and delivers signed webhook
 Everything under `/v1` needs `Authorization: Bearer <token>` with a token from
 `WATCHER_API_TOKENS`, except `POST /v1/voltage/webhooks` (Voltage signs those itself).
 Every error answer has one shape: `{"error": {"type", "detail", "fields"?}}`.
-Lists are newest first (events: oldest first) and paginated with `limit` and `cursor`: pass
+Payments and deliveries list newest first, subscriptions and events oldest first;
+every list is paginated with `limit` and `cursor`: pass
 a page's `next_cursor` to get the next page; `null` means there is no more.
 """
 

@@ -271,3 +271,38 @@ def test_worker_and_beat_refuse_to_start_without_a_redis_url(command: str, tmp_p
     assert result.returncode == 2, result.stderr[-2000:]
     assert "WATCHER_REDIS_URL is not set" in result.stderr
     assert "127.0.0.1:6379" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("fast", "WATCHER_POLL_SCHEDULE: 'fast' is not an AGE:INTERVAL pair of seconds"),
+        (
+            "60:2,a:b",
+            "WATCHER_POLL_SCHEDULE: 'a:b' is not an AGE:INTERVAL pair of numbers (got '60:2,a:b')",
+        ),
+    ],
+)
+def test_a_bad_poll_schedule_is_named_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str, expected: str
+) -> None:
+    """Issue 13: the message said "got 'fast' (got 'fast')"."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WATCHER_POLL_SCHEDULE", value)
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings()
+    assert str(excinfo.value).splitlines()[1].strip() == expected
+
+
+def test_every_queue_has_its_own_exchange() -> None:
+    """Issue 13: the worker's banner showed every queue with `exchange=watcher.poll`."""
+    from watcher.celery import ALL_QUEUES, app
+
+    queues = {q.name: (q.exchange.name, q.routing_key) for q in app.conf.task_queues}
+    assert queues == {name: (name, name) for name in ALL_QUEUES}
+    for task, queue in [
+        ("watcher.deliver", "watcher.deliver"),
+        ("watcher.forget_old", "watcher.control"),
+    ]:
+        route = app.amqp.router.route({}, task)["queue"]
+        assert (route.name, route.exchange.name) == (queue, queue)

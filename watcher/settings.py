@@ -224,11 +224,11 @@ class Settings(BaseSettings):
         for part in _split_csv(value):
             age, sep, interval = part.partition(":")
             if not sep:
-                raise ValueError(f"expected AGE:INTERVAL pairs in seconds, got {part!r}")
+                raise ValueError(f"{part!r} is not an AGE:INTERVAL pair of seconds")
             try:
                 steps.append((float(age), float(interval)))
             except ValueError:
-                raise ValueError(f"expected numbers in {part!r}") from None
+                raise ValueError(f"{part!r} is not an AGE:INTERVAL pair of numbers") from None
         return steps
 
     @field_validator("watcher_poll_schedule")
@@ -388,7 +388,9 @@ def describe_validation_error(error: ValidationError) -> str:
         value = item.get("input")
         if name == "WATCHER_REDIS_URL" and isinstance(value, str):
             value = mask_redis_url(value)
-        shown = "" if name in _SECRET_NAMES or isinstance(value, dict) else f" (got {value!r})"
+        hidden = name in _SECRET_NAMES or isinstance(value, dict)
+        # A validator that already quotes the input need not have it repeated.
+        shown = "" if hidden or repr(value) in message else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 

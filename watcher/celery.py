@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import beat_init, celeryd_init, setup_logging, task_postrun, task_prerun
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from watcher.logging import bind, configure_logging, get_logger
 from watcher.settings import ConfigError, Settings, get_settings
@@ -60,7 +60,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        # Each queue on its own direct exchange of the same name: without one, kombu binds
+        # every queue to the default queue's exchange, and the banner showed them all as
+        # `exchange=watcher.poll`.
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in ALL_QUEUES],
         "task_default_queue": QUEUE_POLL,
         "task_routes": {
             "watcher.dispatch_polls": {"queue": QUEUE_CONTROL},

@@ -20,6 +20,7 @@ from watcher.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED, DeliverySto
 from watcher.delivery.subscriptions import SubscriptionStore
 from watcher.engine.store import PaymentStore
 from watcher.keys import Keys
+from watcher.redis_server import free_port
 from watcher.voltage.models import Payment
 
 POLICY = DeliveryPolicy(
@@ -285,6 +286,21 @@ def test_hostile_answers_are_bounded(
     json.dumps(attempt)  # stored excerpts are always valid text
     if expect_error:
         assert expect_error in (attempt["error"] or "")
+
+
+def test_a_refused_connection_is_described_for_a_person(world: World) -> None:
+    """Issue 13: last_error was urllib3's "_GuardedHTTPConnectionPool(...): Max retries
+    exceeded with url: /hook?token=..." chain, path and query included."""
+    port = free_port()  # nothing listens there
+    world.subs.create(url=f"http://127.0.0.1:{port}/hook?token=s3cr3t")
+    world.emit()
+    world.deliveries.fan_out_new("c", time.time())
+    (delivery_id,) = world.deliveries.list_ids()
+    deliver_once(world, delivery_id)
+    delivery = world.deliveries.get(delivery_id, with_attempts=True)
+    assert delivery is not None
+    assert delivery.last_error == f"connection refused by 127.0.0.1:{port}"
+    assert delivery.attempt_log[0]["error"] == delivery.last_error
 
 
 def test_private_address_refused_at_send_time(world: World, redis_client: redis.Redis) -> None:

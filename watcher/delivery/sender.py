@@ -6,8 +6,10 @@ read only up to a cap and a deadline, and only a short, decoded excerpt is ever 
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
@@ -96,6 +98,53 @@ def _read_capped(response: requests.Response, deadline: float) -> tuple[str, str
 
 
 def _describe(exc: requests.RequestException) -> str:
+    """What went wrong, for a person reading the delivery log: not urllib3's wrapper chain
+    ("_GuardedHTTPConnectionPool(...): Max retries exceeded with url ...")."""
+    target = _target(exc)
+    root = _root_cause(exc)
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"timed out connecting to {target}"
     if isinstance(exc, requests.Timeout):
-        return f"timed out: {str(exc)[:300]}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+        return f"timed out waiting for {target} to answer"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS with {target} failed: {_short(root)}"
+    if isinstance(root, ConnectionRefusedError):
+        return f"connection refused by {target}"
+    if isinstance(root, ConnectionResetError):
+        return f"connection reset by {target}"
+    if isinstance(root, socket.gaierror) or "NameResolution" in type(root).__name__:
+        return f"cannot resolve the host of {target}"
+    if isinstance(root, OSError) and root.strerror:
+        return f"cannot reach {target}: {root.strerror}"
+    return f"{type(root).__name__} from {target}: {_short(root)}"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error: through urllib3's MaxRetryError.reason and raise-from chains."""
+    seen: set[int] = set()
+    current = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = (
+            getattr(current, "reason", None)
+            or current.__cause__
+            or (current.args[0] if current.args else None)
+        )
+        if not isinstance(inner, BaseException):
+            break
+        current = inner
+    return current
+
+
+def _target(exc: requests.RequestException) -> str:
+    """host:port of the request, never its path or query (they may carry tokens)."""
+    url = exc.request.url if exc.request is not None and exc.request.url else ""
+    parts = urlsplit(str(url))
+    if not parts.hostname:
+        return "the subscriber"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -359,6 +359,10 @@ def test_create_read_and_list_payments(api: ApiClient, sim_control: SimControl) 
     assert detail["next_poll_at"] is not None
     assert "last_poll_at" in detail
     assert "last_error" in detail
+    # Issue 13: Voltage's times came as +00:00 beside our own Z ones.
+    times = {k: v for k, v in detail.items() if k.endswith("_at") and v is not None}
+    assert {"created_at", "updated_at", "expires_at", "watched_at"} <= set(times)
+    assert all(v.endswith("Z") and "+" not in v for v in times.values()), times
 
     any_amount = ok(api.post("/v1/payments", {"amount_msats": None}), 201)
     assert any_amount["amount_msats"] in (None, 0)

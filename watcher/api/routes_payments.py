@@ -20,7 +20,7 @@ from watcher.api.models import (
     WatchRequest,
 )
 from watcher.api.pagination import zset_page
-from watcher.engine.records import PaymentRecord, iso_timestamp
+from watcher.engine.records import PaymentRecord, iso_timestamp, transition_out
 from watcher.engine.watching import create_and_watch, watch_existing
 from watcher.logging import get_logger
 from watcher.voltage.errors import VoltageError
@@ -141,15 +141,7 @@ def get_payment(payment_id: PaymentId, ctx: Ctx) -> PaymentDetail:
     if record is None:
         raise not_found(f"the watcher does not watch a payment with id {payment_id!r}")
     transitions = [
-        Transition.model_validate(
-            {
-                "from": t.get("from"),
-                "to": str(t.get("to")),
-                "at": iso_timestamp(float(t["at"])) if t.get("at") is not None else "",
-                "event_id": t.get("event_id"),
-            }
-        )
-        for t in store.transitions(payment_id)
+        Transition.model_validate(transition_out(t)) for t in store.transitions(payment_id)
     ]
     next_poll = store.next_poll_at(payment_id)
     data: dict[str, Any] = record.to_public()

@@ -7,7 +7,7 @@ import click
 from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
 from watcher.cli.params import PAYMENT_ID
 from watcher.engine.list_health import HealthState
-from watcher.engine.records import iso_timestamp
+from watcher.engine.records import iso_timestamp, transition_out
 from watcher.engine.watching import create_and_watch, watch_existing
 from watcher.voltage.errors import VoltageError, VoltageNotFound
 from watcher.voltage.purpose import Purpose
@@ -85,7 +85,8 @@ def status(payment_id: str | None, limit: int, as_json: bool) -> None:
         record = rt.store.get(payment_id)
         if record is None:
             fail(f"not watching {payment_id!r}")
-        echo_json({**record.to_public(), "transitions": rt.store.transitions(payment_id)})
+        transitions = [transition_out(t) for t in rt.store.transitions(payment_id)]
+        echo_json({**record.to_public(), "transitions": transitions})
         return
     rows = []
     for pid, next_at in rt.store.pending_ids(limit):

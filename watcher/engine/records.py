@@ -58,6 +58,31 @@ def iso_timestamp(at: float) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
+def voltage_time(value: str | None) -> str | None:
+    """A Voltage time as stored (Python's isoformat, `+00:00`) in the `Z` form every other time
+    of an answer has, at Voltage's own precision."""
+    if not value:
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value  # shown as Voltage sent it rather than not at all
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat() + "Z"
+
+
+def transition_out(transition: dict[str, Any]) -> dict[str, Any]:
+    """A stored transition (unix seconds) as the API and CLI show it."""
+    at = transition.get("at")
+    return {
+        "from": transition.get("from"),
+        "to": str(transition.get("to")),
+        "at": iso_timestamp(float(at)) if at is not None else "",
+        "event_id": transition.get("event_id"),
+    }
+
+
 def event_body(
     *,
     event_type: str,
@@ -177,8 +202,8 @@ class PaymentRecord:
             "amount_msats": self.amount_msats,
             "description": self.description,
             "metadata": self.metadata,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
+            "created_at": voltage_time(self.created_at),
+            "updated_at": voltage_time(self.updated_at),
             "expires_at": ts(self.expires_at),
             "watched_at": ts(self.watched_at),
             "last_poll_at": ts(self.last_poll_at),

@@ -216,6 +216,9 @@ def test_early_404s_are_tolerated_then_believed(store: PaymentStore) -> None:
     assert stored is not None
     assert stored.stopped_reason == "not_found"
     assert store.next_poll_at(record.id) is None
+    # Issue 13: polls answered 404 were timed (watcher_poll_duration_seconds) but not counted.
+    _buckets, timed, _total = store.latency_histogram("poll")
+    assert store.counters()["polls"] == timed == 3
 
 
 def test_schedule_slows_with_age_and_reads_once_after_expiry() -> None:

@@ -49,7 +49,10 @@ _LABELLED = {
 # Labels that always appear (at 0 until used), so a dashboard has every series from the start.
 _ALWAYS = {"voltage_requests": [p.value for p in Purpose]}
 _PLAIN = {
-    "polls": ("watcher_polls", "Successful polls of Voltage"),
+    "polls": (
+        "watcher_polls",
+        "Polls Voltage answered, 404s included (failures are in watcher_voltage_errors_total)",
+    ),
     "dispatch_ticks": ("watcher_dispatch_ticks", "Dispatcher ticks run"),
     "sweeps": ("watcher_sweeps", "Fast list sweeps run"),
     "reconcile_pages": ("watcher_reconcile_pages", "Reconciliation pages read"),

@@ -69,6 +69,7 @@ def poll_payment(
         payment = voltage.get_payment(payment_id, purpose=why)
     except VoltageNotFound:
         store.observe_latency("poll", time.monotonic() - started)
+        store.count("polls")  # an answer, like any other: "not there (yet)"
         return _on_not_found(store, policy, record, now)
     except VoltageAuthError as exc:
         store.observe_latency("poll", time.monotonic() - started)

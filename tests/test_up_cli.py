@@ -8,8 +8,6 @@ forgotten by the simulator, and an idle stack wrote hundreds of log lines a minu
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,67 +19,44 @@ import pytest
 import requests
 
 from tests.support import clean_env, wait_until
-from watcher.redis_server import free_port
+from tests.test_up import Up
 
 pytestmark = pytest.mark.timeout(300)
 IDLE_WINDOW = 60.0  # seconds: the issue's budget is per minute
 IDLE_BUDGET = 10  # log lines in that minute
 
 
-class Terminal:
+class Terminal(Up):
     """`watcher up --simulate` started from a directory, as `./scripts/run up --simulate` is:
     no variable set at all, so the data directory is ./data."""
 
     def __init__(self, cwd: Path) -> None:
+        super().__init__(cwd / "data", None)
         self.cwd = cwd
-        self.port = free_port()
-        self.simulator_port = free_port()
+        self.env = clean_env()  # Up's own variables are exactly what this test must not set
         self.log = cwd / "up.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def spawn(self) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "watcher", "up", "--simulate"),
-                    *("--port", str(self.port), "--flower-port", "0"),
-                    *("--simulator-port", str(self.simulator_port)),
-                ],
+                [sys.executable, "-m", "watcher", "up", *self.args],
                 cwd=self.cwd,
-                env=clean_env(),
+                env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(self.ready, timeout=60, interval=0.2, message="watcher up to be ready")
-
-    def ready(self) -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-
-    def stop(self) -> int:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGINT)
-        code = self.process.wait(60)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        return self.process
 
     def lines(self) -> list[str]:
-        return self.log.read_text(errors="replace").splitlines()
+        return self.output().splitlines()
 
 
-def other_terminal(cwd: Path, *args: str, data_dir: Path | None = None) -> Any:
-    """A `watcher` command with nothing exported but (optionally) WATCHER_DATA_DIR."""
-    env = clean_env(**({"WATCHER_DATA_DIR": str(data_dir)} if data_dir else {}))
+def run_watcher(
+    cwd: Path, env: dict[str, str], *argv: str, module: str = "watcher"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "watcher", *args],
+        [sys.executable, *(["-m", module] if module else []), *argv],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -91,12 +66,20 @@ def other_terminal(cwd: Path, *args: str, data_dir: Path | None = None) -> Any:
     )
 
 
+def other_terminal(
+    cwd: Path, *args: str, data_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A `watcher` command with nothing exported but (optionally) WATCHER_DATA_DIR."""
+    env = clean_env(**({"WATCHER_DATA_DIR": str(data_dir)} if data_dir else {}))
+    return run_watcher(cwd, env, *args)
+
+
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
     (tmp_path / "project").mkdir()
     up = Terminal(tmp_path / "project")
     yield up
-    up.kill()
+    up.kill_all()
 
 
 def test_the_cli_finds_up_then_idle_is_quiet_and_a_restart_loses_nothing(
@@ -167,15 +150,7 @@ def test_unknown_variables_are_named_with_the_closest_known_one(tmp_path: Path) 
     """Issue 13, finding 4: WATCHER_API_TOKEN= (singular) was accepted silently."""
     (tmp_path / ".env").write_text("VOLTAGE_APIKEY=x\nWATCHER_FROBNICATE=1\n")
     env = clean_env(WATCHER_API_TOKEN="a-token-long-enough-0123")
-    result = subprocess.run(
-        [sys.executable, "-m", "watcher", "config"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_watcher(tmp_path, env, "config")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 3, result.stderr
@@ -200,15 +175,7 @@ def test_a_worker_warns_about_an_unknown_variable_once_in_its_log(tmp_path: Path
         "import watcher.celery\n"
         "setup_logging.send(sender=None)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_watcher(tmp_path, env, "-c", code, module="")
     assert result.returncode == 0, result.stderr
     (line,) = [json.loads(x) for x in result.stderr.splitlines() if "WATCHER_RETENTON" in x]
     assert line["level"] == "warning"

@@ -3,7 +3,8 @@ loses nothing: a payment pending across a restart must still be there to be paid
 
 An append-only file of JSON lines, one per change, each the whole payment as it then was; the
 last line for an id wins. Loading compacts it to one line per payment. Transitions the clock
-makes (`receiving`, `expired`) are not written: they follow from the stored times.
+makes (`receiving`, `expired`) are written too when they happen: a back-dated `updated_at` is
+drawn at random, and a final payment must not change across a restart.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Journal:
     def load(self) -> list[SimPayment]:
         """Every payment the file holds, then the file rewritten with only those."""
         latest: dict[str, SimPayment] = {}
-        with contextlib.suppress(FileNotFoundError), self.path.open() as file:
+        with contextlib.suppress(FileNotFoundError), self.path.open("rb") as file:
             for line in file:
                 payment = _decode(line)
                 if payment is not None:
@@ -61,17 +62,21 @@ class Journal:
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Made afresh: a leftover file would keep its own mode, and the state become readable.
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
             for payment in payments:
                 file.write(json.dumps(asdict(payment), separators=(",", ":")) + "\n")
         temporary.replace(self.path)
 
 
-def _decode(line: str) -> SimPayment | None:
-    """One stored payment; a torn last line (a crash mid-write) is skipped, not fatal."""
+def _decode(line: bytes) -> SimPayment | None:
+    """One stored payment; a torn or damaged line (a crash mid-write, bytes that are not
+    UTF-8) is skipped, not fatal."""
     try:
-        raw: dict[str, Any] = json.loads(line)
+        raw: dict[str, Any] = json.loads(line.decode("utf-8"))
         raw["invoice"] = SimInvoice(**raw["invoice"])
         raw["history"] = [HistoryEntry(**entry) for entry in raw["history"]]
         raw["past"] = [(int(at), PaymentView(**view)) for at, view in raw["past"]]

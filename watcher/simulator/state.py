@@ -1044,12 +1044,15 @@ class SimulatorState:
 
     def _advance(self, payment: SimPayment, now: int) -> None:
         """Apply every transition the clock has made due, at the time it became due."""
+        before = payment.status
         if payment.status == GENERATING and now >= payment.ready_micros:
             self._transition(payment, RECEIVING, payment.ready_micros, "generated")
         if payment.status == RECEIVING and now > payment.expires_micros:
             self._transition(
                 payment, EXPIRED, payment.expires_micros, "expired", error=_EXPIRED_ERROR
             )
+        if payment.status != before:
+            self._record(payment)
 
     def _advance_due(self, now: int) -> None:
         """Advance every payment whose deadline passed; cheaper than scanning them all."""

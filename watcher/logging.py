@@ -18,7 +18,15 @@ import structlog.tracebacks
 from watcher.settings import LogFormat, Settings
 
 REDACTED = "[redacted]"
-PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
+PER_TASK_LOGGERS = (
+    "celery.worker.strategy",
+    "celery.app.trace",
+    "celery.beat",
+    # Start-up chatter with nothing to act on: "mingle: all alone", "Waiting for application
+    # startup." (the watcher logs "api started" and "watcher is up" itself).
+    "celery.worker.consumer.mingle",
+    "uvicorn.error",
+)
 
 _secrets: list[str] = []
 

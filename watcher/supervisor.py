@@ -193,6 +193,7 @@ class Supervisor:
                     "celery",
                     "-A",
                     "watcher",
+                    "--quiet",  # no ASCII banner: "watcher is up" says what runs
                     "worker",
                     "--loglevel",
                     "INFO",
@@ -207,6 +208,7 @@ class Supervisor:
                     "celery",
                     "-A",
                     "watcher",
+                    "--quiet",  # no ASCII banner: "watcher is up" says what runs
                     "beat",
                     "--loglevel",
                     "INFO",
@@ -416,9 +418,12 @@ def simulate_banner(stack: Stack, settings: Settings) -> str:
         f"             organization {sim.organization_id}, environment {sim.environment_id}, "
         f"wallet {sim.wallet_id}",
         f"  pay one    curl -X POST {sim.control_url}/payments/<id>/settle",
-        f"  CLI        WATCHER_DATA_DIR={data_dir} watcher status",
-        "             (any watcher command finds this stack through the data directory)",
     ]
+    if not settings.watcher_data_dir.is_absolute():
+        lines.append(
+            "  CLI        from this directory: watcher status   (a checkout: ./scripts/run status)"
+        )
+    lines.append(f"  CLI        anywhere: WATCHER_DATA_DIR={data_dir} watcher status")
     if stack.redis_url is not None:
         shown = mask_redis_url(stack.redis_url)
         lines.append(f"  Redis      {shown}  (password in {Path(data_dir) / PASSWORD_FILE})")

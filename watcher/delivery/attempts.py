@@ -237,7 +237,7 @@ def _attempt_entry(delivery: Delivery, result: AttemptResult, now: float) -> dic
 
 
 def _log_fields(delivery: Delivery, result: AttemptResult) -> dict[str, object]:
-    return {
+    fields: dict[str, object] = {
         "delivery_id": delivery.id,
         "subscription_id": delivery.subscription_id,
         "event_id": delivery.event_id,
@@ -245,5 +245,7 @@ def _log_fields(delivery: Delivery, result: AttemptResult) -> dict[str, object]:
         "attempt": delivery.attempts + 1,
         "status_code": result.status_code,
         "latency_ms": result.latency_ms,
-        "error": result.error,
     }
+    if result.error is not None:  # not `error=None` on every success
+        fields["error"] = result.error
+    return fields

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
@@ -63,6 +64,10 @@ def runtime_or_exit(*, need_voltage: bool = False) -> Runtime:
     """Settings, logging and a Redis that answers, or one line saying which is wrong."""
     settings = settings_or_exit()
     configure_logging(settings)
+    if "watcher_log_level" not in settings.model_fields_set:
+        # A command prints its result; the engine's INFO lines ("watching new payment") are
+        # the daemon's log, not the command's output. Warnings and errors still show.
+        logging.getLogger().setLevel(logging.WARNING)
     if settings.watcher_redis_url is None:
         click.echo(f"watcher: {no_stack_message(settings)}", err=True)
         sys.exit(REDIS_EXIT)

@@ -18,7 +18,15 @@ from watcher.settings import ConfigError
 @click.command("config")
 def show_config() -> None:
     """Print the effective settings as JSON (secrets masked) and exit non-zero if invalid."""
+    from watcher.stack import read_stack, stack_path
+
     settings = settings_or_exit()
+    if read_stack(settings.watcher_data_dir) is not None:
+        click.echo(
+            "watcher: what this shell's commands use: these settings, with what the running "
+            f"`watcher up` records in {stack_path(settings.watcher_data_dir)} filled in",
+            err=True,
+        )
     shown: dict[str, Any] = json.loads(settings.model_dump_json())
     shown["watcher_redis_url"] = settings.redis_url_for_display()
     echo_json(dict(sorted(shown.items())))

@@ -4,6 +4,7 @@ pip install standardwebhooks
 WEBHOOK_SECRET=whsec_... python examples/receiver.py 8000
 """
 
+import contextlib
 import os
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -31,11 +32,16 @@ class Handler(BaseHTTPRequestHandler):
                 print("PAID", data["payment_id"], data["payment"].get("metadata"), flush=True)
             elif event["type"] in ("payment.expired", "payment.failed"):
                 print("NOT PAID", event["type"], data["payment_id"], flush=True)
+            else:
+                print("RECEIVED", event["type"], event_id, flush=True)  # webhook.test
         self.send_response(204)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
-        pass
+        pass  # one line per webhook above, not one per request
 
 
-HTTPServer(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 8000), Handler).serve_forever()
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
+print(f"receiver: listening on http://127.0.0.1:{port}/ (Ctrl-C stops it)", file=sys.stderr)
+with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop, without a traceback
+    HTTPServer(("127.0.0.1", port), Handler).serve_forever()

@@ -144,5 +144,31 @@ def test_the_readme_try_it_path_runs_as_written(tmp_path: Path, shells: list[She
         return len(delivery["attempt_log"]) == 2 and delivery["status"] == "succeeded"
 
     wait_until(resent, timeout=60, interval=0.5, message="the redelivery")
-    printed = terminal2.output().splitlines()
+    printed = [line for line in terminal2.output().splitlines() if "listening" not in line]
     assert printed == [f"PAID {payment_id} {{'order': '42'}}"], printed
+
+    # The HTTP API examples, with the token terminal 1 printed and ids from the answers.
+    (token,) = re.findall(r"^API token: (\S+)$", terminal1.output(), flags=re.MULTILINE)
+    subscription_id = re.findall(r"sub_[0-9a-f]+", out)[0]
+    ids = f"export WATCHER_API_TOKENS={token} ID={payment_id} SUB={subscription_id} "
+    http = Shell("http", f"{ids}DLV={delivery_id}\n{http_block()}", env, tmp_path)
+    shells.append(http)
+    assert http.process.wait(60) == 0, http.output()
+    answers = [json.loads(line) for line in http.output().splitlines() if line.strip()]
+    assert len(answers) == 7, http.output()
+    assert all("error" not in answer for answer in answers), http.output()
+
+
+def http_block() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## HTTP API") : readme.index("## Receiving webhooks")]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    # One answer a line: curl prints none of its own.
+    return block.replace("curl -s ", "curl -s -w '\\n' ")
+
+
+def test_the_readme_receiver_is_examples_receiver_py() -> None:
+    """The README shows the receiver's handler; it must be the file the tests run."""
+    readme = (ROOT / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(webhook = .*?)```", readme, flags=re.DOTALL)
+    assert snippet in (ROOT / "examples" / "receiver.py").read_text()

@@ -89,10 +89,10 @@ from bench.common import (
 )
 from bench.deliveries import group_cpu
 from watcher.engine.records import PaymentRecord
-from watcher.engine.scripts import ADOPT
 from watcher.engine.store import PaymentStore, payment_fields
 from watcher.engine.watching import create_and_watch
 from watcher.logging import configure_logging
+from watcher.lua import source
 from watcher.redis_server import RedisServer, free_port
 from watcher.runtime import Runtime, set_runtime
 from watcher.settings import Settings, load_settings
@@ -850,7 +850,9 @@ def run_memory(stack: Stack, params: Params, templates: Sequence[Template]) -> M
     rt = Runtime.from_settings(settings_from(values))
     store, r = rt.store, rt.redis
     try:
-        r.script_load(ADOPT)  # the script cache belongs to the baseline, not to the payments
+        r.script_load(
+            source("adopt")
+        )  # the script cache belongs to the baseline, not to the payments
         r.ping()
         before = used_memory(r)
         now = time.time()
@@ -980,7 +982,7 @@ class TickResult:
         return sum(t.claimed for t in self.ticks) / len(self.ticks) if self.ticks else 0.0
 
 
-# Run only inside the dispatcher's CLAIM_DUE script: their time is already in EVALSHA's.
+# Run only inside the dispatcher's claim_due script: their time is already in EVALSHA's.
 INSIDE_CLAIM = frozenset({"zadd", "zrangebyscore"})
 
 

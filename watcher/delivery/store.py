@@ -17,43 +17,14 @@ import redis
 
 from watcher.delivery.subscriptions import TEST_EVENT_TYPE, Subscription, SubscriptionStore
 from watcher.engine.records import iso_timestamp, new_event_id
-from watcher.engine.scripts import CLAIM_DUE
 from watcher.keys import Keys
+from watcher.lua import scripts_for
 
 PENDING = "pending"
 SUCCEEDED = "succeeded"
 FAILED = "failed"  # failed at least once, another attempt is scheduled
 DEAD = "dead"  # out of attempts (or the subscription is gone): waits for a manual re-send
 FINISHED = frozenset({SUCCEEDED, DEAD})
-
-# Create the delivery unless it exists, index it and make it due, in one step.
-# KEYS[1] delivery hash, [2] deliveries index, [3] subscription's deliveries, [4] schedule
-# ARGV[1] delivery id, [2] now, [3..] field/value pairs
-_CREATE_DELIVERY = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-return 1
-"""
-
-# Take a slot among a subscription's concurrent deliveries (slots are leases too).
-# KEYS[1] in-flight zset; ARGV[1] now, [2] lease end, [3] cap, [4] delivery id
-_ACQUIRE_SLOT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-  return 1
-end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-return 1
-"""
 
 
 def delivery_id_for(event_id: str, subscription_id: str) -> str:
@@ -157,9 +128,10 @@ class DeliveryStore:
         self.redis = client
         self.keys = keys
         self.subscriptions = subscriptions
-        self._create = client.register_script(_CREATE_DELIVERY)
-        self._claim = client.register_script(CLAIM_DUE)
-        self._acquire = client.register_script(_ACQUIRE_SLOT)
+        scripts = scripts_for(client)
+        self._create = scripts.create_delivery
+        self._claim = scripts.claim_due
+        self._acquire = scripts.acquire_slot
 
     # --- events ---------------------------------------------------------------------------
     def ensure_group(self) -> None:

@@ -13,8 +13,8 @@ from typing import cast
 import redis
 
 from watcher.engine.records import PaymentRecord
-from watcher.engine.scripts import Scripts
 from watcher.keys import Keys
+from watcher.lua import Scripts
 
 GetMany = Callable[[Sequence[str]], list[PaymentRecord | None]]
 

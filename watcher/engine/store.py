@@ -12,8 +12,8 @@ import redis
 from watcher.durability import Durability
 from watcher.engine.pending import PendingIndex
 from watcher.engine.records import PaymentRecord, event_body, transition_event_id
-from watcher.engine.scripts import Scripts
 from watcher.keys import Keys
+from watcher.lua import Scripts, scripts_for
 from watcher.voltage.models import FINAL_STATUSES, Payment
 
 # Upper bounds (seconds) of the latency histograms.
@@ -92,7 +92,7 @@ class PaymentStore:
     ) -> None:
         self.redis = client
         self.keys = keys
-        self.scripts = scripts or Scripts.register(client)
+        self.scripts = scripts or scripts_for(client)
         self.durability = durability or Durability()
         self.pending = PendingIndex(client, keys, self.get_many, self.scripts)
 

@@ -133,6 +133,15 @@ def test_the_cli_finds_up_then_idle_is_quiet_and_a_restart_loses_nothing(
     terminal.start()
     stack = json.loads(stack_file.read_text())
     control = stack["simulator"]["api_url"].removesuffix("/v1") + "/_sim"
+
+    def simulator_has_it() -> bool:
+        """/readyz is the API's; the simulator may still be starting."""
+        try:
+            return requests.get(f"{control}/payments/{payment_id}", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_until(simulator_has_it, timeout=30, interval=0.2, message="the restarted simulator")
     settled = requests.post(f"{control}/payments/{payment_id}/settle", timeout=10)
     assert settled.status_code == 200, settled.text
 

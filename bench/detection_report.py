@@ -1,23 +1,24 @@
-"""The detection bench's report: the tables on stdout and the flat JSON for `--json`."""
+"""The detection bench's report: latencies, Voltage requests per side, class and purpose, the
+3,600 s arithmetic, the diagnostics, and the flat JSON for `--json`.
+
+Latency is measured twice for a watcher side: to the subscriber (the first verified webhook at
+the bench's receiver: the headline, because that is when a shop can act) and to the watcher's
+own outbox write (to see what delivery adds). The naive loop acts the moment its GET answers
+final, so both are that moment. Extrapolation to 3,600 s invoices is plain arithmetic: purposes
+that happen a fixed number of times per payment carry over per payment; time-based ones (sweeps,
+polling) scale with how long a payment stays pending under the same mix (for sweeps an upper
+bound: one costs the same whether one payment is pending or a thousand).
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bench.common import fmt, machine_line, percentile, print_table
-from bench.detection_numbers import (
-    ClassCost,
-    Cost,
-    age_split,
-    class_costs,
-    cost_of,
-    expiry_latencies_ms,
-    latencies_ms,
-    list_shares,
-)
-from bench.detection_plan import (
+from bench import harness as h
+from bench.detection import (
     BEFORE_EXPIRY,
     CLASS_EXPECTED,
     CLASS_LABELS,
@@ -25,513 +26,483 @@ from bench.detection_plan import (
     FIRST_MINUTE,
     LATE_FROM,
     MIX_CLASSES,
-    Params,
-    PhaseInfo,
+    NAIVE_WALLET,
+    WALLETS,
+    HintSide,
+    NaiveSide,
+    Side,
+    WatcherSide,
     mix_counts,
 )
-from bench.detection_sides import HintSide, NaiveSide, Side, WatcherSide
-from bench.detection_stack import HINT_WALLET, NAIVE_WALLET, Stack
-from bench.voltage_cost import (
-    Extrapolation,
-    MixShape,
-    by_purpose,
-    counted,
-    print_breakdown,
-    print_extrapolation,
-)
+from bench.harness import fmt, percentile
 from watcher.api.ingress import INGRESS_ROUTE
 
-# Settings worth printing when the deployment has them (names come and go as detection changes).
+PER_PAYMENT = frozenset({"create", "read_back", "adopt", "confirm", "expiry_check", "hint"})
+TIME_BASED = frozenset({"sweep", "reconcile", "fallback_poll", "poll"})
+DEFAULT_EXPIRY = 3600.0  # what Voltage gives an invoice when the create names none
 SHOWN_SETTINGS = (
-    "watcher_sweep_interval",
-    "watcher_sweep_overlap",
-    "watcher_sweep_max_pages",
-    "watcher_reconcile_interval",
-    "watcher_reconcile_page_interval",
-    "watcher_poll_sparse_interval",
-    "watcher_fallback_after",
-    "watcher_dispatch_interval",
-    "watcher_generating_poll_interval",
-    "watcher_expiry_grace",
-    "watcher_webhook_max_in_flight",
-)
+    "watcher_sweep_interval", "watcher_sweep_overlap", "watcher_sweep_max_pages",
+    "watcher_reconcile_interval", "watcher_reconcile_page_interval",
+    "watcher_poll_sparse_interval", "watcher_fallback_after", "watcher_dispatch_interval",
+    "watcher_generating_poll_interval", "watcher_expiry_grace", "watcher_webhook_max_in_flight",
+)  # fmt: skip
+Phase = dict[str, Any]
 
 
-def p50_p99_max(values: list[float]) -> str:
+# --- the numbers ------------------------------------------------------------------------------
+
+
+def latencies_ms(
+    side: Side, only: Iterable[str] | None = None, at: str = "reported"
+) -> list[float]:
+    """Settle/fail answer -> reported (or detected); for payments left to expire, when `only`
+    names them: the invoice's expiry instant -> reported."""
+    seen = side.reported if at == "reported" else side.detected
+    start = {**(side.expires_at if only is not None else {}), **side.acted_at}
+    ids = side.acted_at.keys() if only is None else only
+    return [(seen[p] - start[p]) * 1000.0 for p in ids if p in seen and p in start]
+
+
+def expiry_ms(side: Side, at: str = "reported") -> list[float]:
+    """Invoice expiry instant -> reported (or detected), for the payments left to expire."""
+    pids = [p for p in side.checked() if side.expected[p] == "expired" and p not in side.acted_at]
+    return latencies_ms(side, pids, at)
+
+
+def of_class(side: Side, name: str) -> list[str]:
+    return [pid for pid in side.checked() if side.classes.get(pid) == name]
+
+
+def trio(values: list[float]) -> str:
     top = max(values) if values else None
     return f"{fmt(percentile(values, 50))} / {fmt(percentile(values, 99))} / {fmt(top)}"
 
 
-def and_list(names: list[str]) -> str:
-    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+def list_shares(sides: list[Side], phases: dict[str, Phase]) -> dict[str, float]:
+    """List calls (GET /payments) per side: only watchers list. With two watcher deployments
+    the simulator cannot tell whose a list call was, so a phase's calls are shared by the list
+    pages (or sweeps) each deployment counted."""
+    shares = {side.name: 0.0 for side in sides}
+    for label, phase in phases.items():
+        watchers = [s for s in sides if isinstance(s, WatcherSide) and s.phase == label]
+        calls = int(phase["stats"].get("by_route", {}).get("GET /payments", 0))
+        weights = []
+        for side in watchers:
+            c = phase["counters"].get(side.name, {})
+            pages = c.get("voltage_requests:sweep", 0) + c.get("voltage_requests:reconcile", 0)
+            weights.append(max(0, pages or c.get("sweeps", 0)))
+        for side, weight in zip(watchers, weights, strict=True):
+            shares[side.name] = calls * (
+                weight / sum(weights) if sum(weights) else 1 / len(weights)
+            )
+    return shares
 
 
-def settings_line(stack: Stack, params: Params) -> str:
-    settings = stack.settings
-    assert settings is not None
-    overridden = {
-        "watcher_sweep_interval": params.sweep_interval,
-        "watcher_dispatch_interval": params.dispatch_interval,
-    }
-    parts = []
-    for name in SHOWN_SETTINGS:
-        if hasattr(settings, name):
-            mark = "" if overridden.get(name) else "*"
-            parts.append(f"{name.upper()}={getattr(settings, name)}{mark}")
-    if params.poll_schedule:
-        parts.append(f"WATCHER_POLL_SCHEDULE={params.poll_schedule}")
-    concurrency = params.worker_concurrency
-    layout = f"--concurrency {concurrency}" if concurrency else "concurrency = CPU count"
-    return (
+def cost_of(side: Side, stats: dict[str, Any], list_calls: float) -> dict[str, float]:
+    """From the simulator's stats: this side's GETs by id, its creates, its list calls."""
+    per_payment: dict[str, int] = stats.get("per_payment", {})
+    gets = sum(per_payment.get(pid, 0) for pid in side.ids.values())
+    watching = gets - (side.create_requests - side.create_posts) + list_calls
+    minutes = sum(max(0.0, side.reported.get(p, side.ended) - c) / 60.0
+                  for p, c in side.created_at.items())  # fmt: skip
+    return {"total": round(gets + list_calls + side.create_posts), "gets": gets,
+            "watching": round(watching), "list_calls": list_calls, "minutes": minutes}  # fmt: skip
+
+
+def class_costs(side: Side, stats: dict[str, Any], list_calls: float) -> dict[str, Any]:
+    """Voltage requests per payment for each class of the mix, and for all ("all"): its own
+    GETs, plus creates and list calls shared out evenly."""
+    per_payment: dict[str, int] = stats.get("per_payment", {})
+    overhead = (side.create_posts + list_calls) / max(1, len(side.ids))
+    groups: dict[str, list[str]] = {name: [] for name in MIX_CLASSES}
+    for pid in side.ids.values():
+        groups.setdefault(side.classes.get(pid, "?"), []).append(pid)
+    groups["all"] = list(side.ids.values())
+    costs = {}
+    for name, pids in groups.items():
+        mean = sum(per_payment.get(p, 0) for p in pids) / len(pids) if pids else 0.0
+        costs[name] = (len(pids), mean + overhead if pids else 0.0)
+    return costs
+
+
+def mean_pending(shares: tuple[float, ...], expiry: float) -> float:
+    """Mean seconds from creation to the final status, by the mix plan's distributions."""
+    early, late, expired, failed = shares
+    return (early * sum(EARLY_OFFSETS) / 2 + late * (LATE_FROM + expiry - BEFORE_EXPIRY) / 2
+            + expired * expiry + failed * (1.0 + expiry - BEFORE_EXPIRY) / 2)  # fmt: skip
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def print_header(a: Any, settings: Any, sides: list[Side]) -> None:
+    labels = [s.label for s in sides]
+    together = " and ".join(labels) if len(labels) < 3 else ", ".join(labels[:-1])
+    together += f" and {labels[-1]}" if len(labels) > 2 else ""
+    mode = (f"concurrent: {together} created, settled and watched in the same time window"
+            if a.mode == "concurrent" else "sequential: watcher phase, then Celery stopped, "
+            "then naive phase (same simulator)")  # fmt: skip
+    creates = f"creates as fast as {a.create_threads} threads go"
+    if a.create_over:
+        creates = f"creates paced over {a.create_over:g}s on {a.create_threads} threads"
+    print(f"mode: {mode}")
+    if a.mix:
+        counts = mix_counts(a.payments, a.mix_shares)
+        named = zip(MIX_CLASSES, a.mix_shares, counts, strict=True)
+        shares = ", ".join(f"{CLASS_LABELS[n]} {s:.0%} ({c})" for n, s, c in named)
+        late_to = a.expiration - BEFORE_EXPIRY
+        print(
+            f"parameters: realistic mix, payments={a.payments} per side, {creates}, invoice "
+            f"expiration={a.expiration}s (the simulator expires them by itself), shares: "
+            f"{shares}; offsets from each payment's creation: paid within 60 s uniform "
+            f"{EARLY_OFFSETS[0]:g}-{EARLY_OFFSETS[1]:g}s, paid later {LATE_FROM:g}-{late_to:g}s, "
+            f"failed 1-{late_to:g}s; drain timeout={a.drain_timeout:.0f}s after the last "
+            f"expiry, seed={a.seed}"
+        )
+    else:
+        print(
+            f"parameters: payments={a.payments} per side, {creates}, settle_share="
+            f"{a.settle_share}, fail_share={a.fail_share}, settle window={a.duration:.0f}s "
+            "(uniform, same offsets for every side), drain timeout="
+            f"{a.drain_timeout:.0f}s, seed={a.seed}"
+        )
+    overridden = {"watcher_sweep_interval": a.sweep_interval,
+                  "watcher_dispatch_interval": a.dispatch_interval}  # fmt: skip
+    parts = [f"{n.upper()}={getattr(settings, n)}{'' if overridden.get(n) else '*'}"
+             for n in SHOWN_SETTINGS if hasattr(settings, n)]  # fmt: skip
+    parts += [f"WATCHER_POLL_SCHEDULE={a.poll_schedule}"] if a.poll_schedule else []
+    layout = f"--concurrency {a.worker_concurrency}" if a.worker_concurrency else "concurrency "
+    layout += "" if a.worker_concurrency else "= CPU count"
+    print(
         "watcher: " + ", ".join(parts) + " (* = production default); worker: the Procfile's "
         f"`celery -A watcher worker --loglevel INFO` (prefork, {layout}) + `celery -A watcher "
         "beat`; one subscription per deployment to the bench's receiver on loopback"
     )
-
-
-def print_header(params: Params, stack: Stack, sides: list[Side], load_before: str) -> None:
-    """What ran, on what, with which settings."""
-    print()
-    print("=== voltage-watcher detection benchmark ===")
-    redis_version = stack.rt.redis.info("server").get("redis_version", "?")
-    print(machine_line(redis_version, load_before))
-    mode = (
-        f"concurrent: {and_list([s.label for s in sides])} created, settled and watched in the "
-        "same time window"
-        if params.mode == "concurrent"
-        else "sequential: watcher phase, then Celery stopped, then naive phase (same simulator)"
-    )
-    print(f"mode: {mode}")
-    creates = (
-        f"creates paced over {params.create_over:g}s on {params.create_threads} threads"
-        if params.create_over
-        else f"creates as fast as {params.create_threads} threads go"
-    )
-    if params.mix:
-        counts = mix_counts(params.payments, params.mix_shares)
-        shares = ", ".join(
-            f"{CLASS_LABELS[name]} {share:.0%} ({count})"
-            for name, share, count in zip(MIX_CLASSES, params.mix_shares, counts, strict=True)
-        )
-        late_to = (params.expiration or 0) - BEFORE_EXPIRY
+    if a.hint:
         print(
-            f"parameters: realistic mix, payments={params.payments} per side, {creates}, "
-            f"invoice expiration={params.expiration}s (the simulator expires them by itself), "
-            f"shares: {shares}; offsets from each payment's creation: paid within 60 s uniform "
-            f"{EARLY_OFFSETS[0]:g}-{EARLY_OFFSETS[1]:g}s, paid later {LATE_FROM:g}-{late_to:g}s, "
-            f"failed 1-{late_to:g}s; drain timeout={params.drain_timeout:.0f}s after the last "
-            f"expiry, seed={params.seed}"
-        )
-    else:
-        print(
-            f"parameters: payments={params.payments} per side, {creates}, "
-            f"settle_share={params.settle_share}, fail_share={params.fail_share}, settle "
-            f"window={params.duration:.0f}s (uniform, same offsets for every side), drain "
-            f"timeout={params.drain_timeout:.0f}s, seed={params.seed}"
-        )
-    print(settings_line(stack, params))
-    if params.hint:
-        print(
-            f"watcher+hint: the same settings in a second deployment (Redis db 1, its own "
-            f"worker and beat, wallet {HINT_WALLET}) plus `watcher api` with "
+            "watcher+hint: the same settings in a second deployment (Redis db 1, its own "
+            f"worker and beat, wallet {WALLETS['hint']}) plus `watcher api` with "
             "VOLTAGE_WEBHOOK_SECRET; right after each settle/fail answers, the bench POSTs "
             "Voltage's signed webhook {type: receive, detail: {event, data: payment}} to "
             f"/v1{INGRESS_ROUTE}"
         )
     print(
-        f"naive: GET every pending payment every {params.naive_interval:g}s "
-        f"({params.naive_threads} threads, plain requests.Session), wallet {NAIVE_WALLET}"
+        f"naive: GET every pending payment every {a.naive_interval:g}s ({a.naive_threads} "
+        f"threads, plain requests.Session), wallet {NAIVE_WALLET}\nlatency = the first "
+        "verified webhook at the subscriber (Standard Webhooks signature checked with the "
+        "`standardwebhooks` package) - the settle/fail call's answer; 'detected' = the "
+        "watcher's outbox write (XADD ms); naive: its first final GET is both\n"
     )
-    print(
-        "latency = the first verified webhook at the subscriber (Standard Webhooks signature "
-        "checked with the `standardwebhooks` package) - the settle/fail call's answer; "
-        "'detected' = the watcher's outbox write (XADD ms); naive: its first final GET is both"
-    )
+
+
+def side_rows(side: Side, cost: dict[str, float], mix: bool) -> list[tuple[str, str]]:
+    lat, outbox, n = latencies_ms(side), latencies_ms(side, at="detected"), max(1, len(side.ids))
+    acted = [side.actions[p] for p in side.acted_at if p in side.actions]
+    errors = f" ({side.create_errors} failed)" if side.create_errors else ""
+    expiring = sum(1 for p in side.checked() if side.expected[p] == "expired")
+    reported = sum(1 for p in side.checked() if side.expected[p] and p in side.reported)
+    return [("payments created", f"{len(side.ids)}{errors}"),
+            ("settled (completed)", str(acted.count("settle"))),
+            ("failed on purpose", str(acted.count("fail"))),
+            *([("left to expire", str(expiring))] if mix else []),
+            ("reported", str(reported)), ("missed", str(len(side.undetected()))),
+            ("wrong final status", str(len(side.wrong()))),
+            ("events for untouched payments", str(len(side.unexpected()))),
+            ("reported twice (distinct ids)", str(len(side.duplicates()))),
+            ("redeliveries (same webhook-id)",
+             str(side.redeliveries) if side.name != "naive" else "-"),
+            ("latency p50 (ms)", fmt(percentile(lat, 50))),
+            ("latency p99 (ms)", fmt(percentile(lat, 99))),
+            ("latency max (ms)", fmt(max(lat) if lat else None)),
+            ("latency mean (ms)", fmt(sum(lat) / len(lat) if lat else None)),
+            ("detected p50/p99/max (ms)", trio(outbox)),
+            *([("expiry -> webhook p50/p99/max", trio(expiry_ms(side)))] if mix else []),
+            ("Voltage requests (simulator)", str(cost["total"])),
+            ("  requests / payment", fmt(cost["total"] / n, 2)),
+            ("  creates / payment (POST+invoice GETs)", fmt(side.create_requests / n, 2)),
+            ("  watching / payment (GETs + lists)", fmt(cost["watching"] / n, 2)),
+            ("  of which list calls (GET /payments)", fmt(cost["list_calls"])),
+            ("pending payment-minutes", fmt(cost["minutes"], 1)),
+            ("run duration (s)", fmt(side.ended - side.started, 1))]  # fmt: skip
+
+
+def mix_report(a: Any, sides: list[Side], costs: dict[str, dict[str, Any]]) -> None:
+    naive, others = sides[-1], sides[:-1]
+    rows = []
+    for name in (*MIX_CLASSES, "all"):
+        theirs = costs[naive.name][name][1]
+        row = [CLASS_LABELS.get(name, name), str(costs[sides[0].name][name][0])]
+        row += [fmt(costs[s.name][name][1], 1) for s in sides]
+        rows.append(row + [f"{costs[s.name][name][1] / theirs:.2f}" if theirs else "-"
+                           for s in others])  # fmt: skip
+    h.print_table(
+        f"Realistic mix: Voltage requests per payment by class (expiration {a.expiration}s; "
+        "simulator counts: each payment's own GETs, plus creates and list calls shared out "
+        "evenly)",
+        ["class", "payments", *(f"{s.label} req/payment" for s in sides),
+         *(f"{s.label}/naive" for s in others)], rows,
+    )  # fmt: skip
+    rows = [[CLASS_LABELS[n], *(trio(latencies_ms(s, of_class(s, n))) for s in sides)]
+            for n in MIX_CLASSES]  # fmt: skip
+    h.print_table(
+        "Realistic mix: latency at the subscriber by class, p50 / p99 / max ms (from the "
+        "settle/fail answer; for expired ones from the invoice's expiry instant)",
+        ["class", *(s.label for s in sides)], rows,
+    )  # fmt: skip
+    rows = []
+    for name in MIX_CLASSES:
+        want = CLASS_EXPECTED[name]
+        rows.append([f"{CLASS_LABELS[name]} -> {want}", *(
+            f"{sum(1 for p in of_class(s, name) if s.reported_status.get(p) == want)}/"
+            f"{len(of_class(s, name))}" for s in sides)])  # fmt: skip
+    title = "Realistic mix: payments that reached the right final status"
+    h.print_table(title, ["class -> status", *(s.label for s in sides)], rows)
+
+
+def print_breakdown(side: Side, counts: Mapping[str, int], sim_count: int | None) -> None:
+    """Per purpose: requests and requests per payment; then the sum against the simulator's."""
+    n = max(1, len(side.ids))
+    rows = [[p, "per payment" if p in PER_PAYMENT else "time-based" if p in TIME_BASED
+             else "unclassified", str(v), fmt(v / n, 2)] for p, v in counts.items()]  # fmt: skip
+    total = sum(counts.values())
+    rows.append(["sum", "", str(total), fmt(total / n, 2)])
+    title = f"Voltage requests by purpose, {side.label} (its Redis counters)"
+    h.print_table(title, ["purpose", "kind", "requests", "per payment"], rows)
+    if sim_count is not None:
+        print(
+            f"  cross-check: the counters add up to {total}; the simulator counted {sim_count} "
+            f"(all /v1 requests minus the naive side's own); difference {sim_count - total:+d}"
+            + ("" if total else " (the watcher does not count by purpose yet)")
+        )
     print()
 
 
-def side_rows(side: Side, cost: Cost, mix: bool) -> list[tuple[str, str]]:
-    lat = latencies_ms(side)
-    outbox = latencies_ms(side, at="detected")
-    settled = sum(1 for pid, a in side.actions.items() if a == "settle" and pid in side.acted_at)
-    failed = sum(1 for pid, a in side.actions.items() if a == "fail" and pid in side.acted_at)
-    expiring = sum(1 for pid in side.checked() if side.expected[pid] == "expired")
-    n = max(1, len(side.ids))
-    errors = f" ({side.create_errors} failed)" if side.create_errors else ""
-    rows = [
-        ("payments created", f"{len(side.ids)}{errors}"),
-        ("settled (completed)", str(settled)),
-        ("failed on purpose", str(failed)),
-    ]
-    if mix:
-        rows.append(("left to expire", str(expiring)))
-    rows += [
-        (
-            "reported",
-            str(sum(1 for p in side.checked() if side.expected[p] and p in side.reported)),
-        ),
-        ("missed", str(len(side.undetected()))),
-        ("wrong final status", str(len(side.wrong()))),
-        ("events for untouched payments", str(len(side.unexpected()))),
-        ("reported twice (distinct ids)", str(len(side.duplicates()))),
-        ("redeliveries (same webhook-id)", str(side.redeliveries) if side.name != "naive" else "-"),
-        ("latency p50 (ms)", fmt(percentile(lat, 50))),
-        ("latency p99 (ms)", fmt(percentile(lat, 99))),
-        ("latency max (ms)", fmt(max(lat) if lat else None)),
-        ("latency mean (ms)", fmt(sum(lat) / len(lat) if lat else None)),
-        ("detected p50/p99/max (ms)", p50_p99_max(outbox)),
-    ]
-    if mix:
-        rows.append(("expiry -> webhook p50/p99/max", p50_p99_max(expiry_latencies_ms(side))))
-    rows += [
-        ("Voltage requests (simulator)", str(cost.total)),
-        ("  requests / payment", fmt(cost.total / n, 2)),
-        ("  creates / payment (POST+invoice GETs)", fmt(cost.creates / n, 2)),
-        ("  watching / payment (GETs + lists)", fmt(cost.watching / n, 2)),
-        ("  of which list calls (GET /payments)", fmt(cost.list_calls)),
-        ("pending payment-minutes", fmt(cost.pending_minutes, 1)),
-        ("run duration (s)", fmt(side.ended - side.started, 1)),
-    ]
-    return rows
-
-
-def mix_report(
-    params: Params,
-    sides: list[Side],
-    costs: dict[str, dict[str, ClassCost]],
-    list_calls: dict[str, float],
-) -> None:
-    naive = next((s for s in sides if s.name == "naive"), None)
-    others = [s for s in sides if s is not naive]
-    rows = []
-    for name in (*MIX_CLASSES, "all"):
-        row = [CLASS_LABELS.get(name, name), str(costs[sides[0].name][name].count)]
-        row += [fmt(costs[s.name][name].requests, 1) for s in sides]
-        if naive is not None:
-            theirs = costs[naive.name][name].requests
-            for side in others:
-                mine = costs[side.name][name].requests
-                row.append(f"{mine / theirs:.2f}" if theirs else "-")
-        rows.append(row)
-    print_table(
-        f"Realistic mix: Voltage requests per payment by class (expiration {params.expiration}s; "
-        "simulator counts: each payment's own GETs, plus creates and list calls shared out "
-        "evenly)",
-        [
-            "class",
-            "payments",
-            *(f"{s.label} req/payment" for s in sides),
-            *(f"{s.label}/naive" for s in others if naive),
-        ],
-        rows,
+def extrapolate(a: Any, counts: Mapping[str, int], n: int, naive_creates: float) -> Any:
+    """Per-payment cost at 3,600 s invoices, by arithmetic, with the formula shown."""
+    n = max(1, n)
+    fixed = sum(v for p, v in counts.items() if p not in TIME_BASED) / n
+    timed = sum(v for p, v in counts.items() if p in TIME_BASED) / n
+    measured, default = mean_pending(a.mix_shares, a.expiration), mean_pending(a.mix_shares, 3600)
+    scale = default / measured if measured else 0.0
+    watcher = fixed + timed * scale if any(counts.values()) else None
+    interval = a.naive_interval
+    naive = naive_creates + default / interval
+    never_paid = naive_creates + DEFAULT_EXPIRY / interval
+    e, late, x, f = a.mix_shares
+    print(
+        "Extrapolated to Voltage's default 3600 s invoices (arithmetic)\n"
+        f"  T(E) = mean seconds pending under this mix = {e:g}*{sum(EARLY_OFFSETS) / 2:g} + "
+        f"{late:g}*({LATE_FROM:g}+E-{BEFORE_EXPIRY:g})/2 + {x:g}*E + "
+        f"{f:g}*(1+E-{BEFORE_EXPIRY:g})/2\n  T({a.expiration:.0f}) = {measured:,.1f} s "
+        f"(measured run); T(3600) = {default:,.1f} s"
     )
-    rows = []
-    for name in MIX_CLASSES:
-        row = [CLASS_LABELS[name]]
-        for side in sides:
-            pids = [pid for pid in side.checked() if side.classes.get(pid) == name]
-            row.append(p50_p99_max(latencies_ms(side, pids)))
-        rows.append(row)
-    print_table(
-        "Realistic mix: latency at the subscriber by class, p50 / p99 / max ms (from the "
-        "settle/fail answer; for expired ones from the invoice's expiry instant)",
-        ["class", *(s.label for s in sides)],
-        rows,
+    print(
+        f"  watcher(3600) = per-payment purposes + time-based purposes * T(3600)/T(E) = "
+        f"{fixed:.2f} + {timed:.2f} * {scale:.2f} = {watcher:.2f} requests per payment (per "
+        f"payment: {', '.join(sorted(PER_PAYMENT))} and unclassified; time-based: "
+        f"{', '.join(sorted(TIME_BASED))}; an upper bound for the sweeps, which cost the same "
+        "however many payments are pending)"
+        if watcher is not None
+        else "  watcher(3600): not available, the watcher does not count requests by purpose yet"
     )
-    rows = []
-    for name in MIX_CLASSES:
-        row = [f"{CLASS_LABELS[name]} -> {CLASS_EXPECTED[name]}"]
-        for side in sides:
-            pids = [pid for pid in side.checked() if side.classes.get(pid) == name]
-            right = sum(1 for p in pids if side.reported_status.get(p) == CLASS_EXPECTED[name])
-            row.append(f"{right}/{len(pids)}")
-        rows.append(row)
-    print_table(
-        "Realistic mix: payments that reached the right final status",
-        ["class -> status", *(s.label for s in sides)],
-        rows,
+    ratio = watcher / naive if watcher is not None and naive else None
+    print(
+        f"  naive(3600) = create requests + T(3600)/{interval:g} s = {naive_creates:.2f} + "
+        f"{default / interval:,.1f} = {naive:,.1f} requests per payment; a never-paid 3600 s "
+        f"invoice costs it {naive_creates:.2f} + {DEFAULT_EXPIRY / interval:,.0f} = "
+        f"{never_paid:,.0f}\n  ratio watcher/naive at 3600 s: {fmt(ratio, 3)} (target <= 0.1)\n"
     )
+    return watcher, naive, never_paid
 
 
-def mix_shape(params: Params) -> MixShape:
-    return MixShape(params.mix_shares, EARLY_OFFSETS, LATE_FROM, BEFORE_EXPIRY)
-
-
-def cost_section(
-    params: Params, sides: list[Side], phases: list[PhaseInfo], costs: dict[str, Cost]
-) -> dict[str, Any]:
+def cost_section(a: Any, sides: list[Side], phases: list[Phase], costs: dict[str, Any]) -> Any:
     """Requests per payment (counters by purpose, checked against the simulator), the ratio to
     the naive loop, and the 3,600 s arithmetic (mix only)."""
-    naive = next((s for s in sides if isinstance(s, NaiveSide)), None)
+    naive = next(s for s in sides if isinstance(s, NaiveSide))
     watchers = [s for s in sides if isinstance(s, WatcherSide)]
-    sim_total = int(phases[-1].stats.get("requests", 0))  # cumulative over the phases
-    naive_requests = naive.requests_made if naive else 0
-    by_phase = {phase.label: phase for phase in phases}
-    purposes = {s.name: by_purpose(by_phase[s.phase].counters.get(s.name, {})) for s in watchers}
+    sim_total = int(phases[-1]["stats"].get("requests", 0))  # cumulative over the phases
+    naive_requests, by_phase = naive.requests_made, {p["label"]: p for p in phases}
+    purposes = {s.name: h.by_purpose(by_phase[s.phase]["counters"].get(s.name, {}))
+                for s in watchers}  # fmt: skip
     values: dict[str, Any] = {}
     for side in watchers:
-        counts = purposes[side.name]
-        print_breakdown(
-            f"Voltage requests by purpose, {side.label} (its Redis counters)",
-            counts,
-            len(side.ids),
-            simulator_count=sim_total - naive_requests if len(watchers) == 1 else None,
-            simulator_what="all /v1 requests minus the naive side's own",
-        )
-        n = max(1, len(side.ids))
-        per_payment = sum(counts.values()) / n if counted(counts) else costs[side.name].total / n
-        values[f"{side.name}_requests_per_payment_counted"] = sum(counts.values()) / n
-        for purpose, value in counts.items():
-            values[f"{side.name}_purpose_{purpose}_per_payment"] = value / n
-        values[f"{side.name}_per_payment"] = per_payment
+        counts, n = purposes[side.name], max(1, len(side.ids))
+        print_breakdown(side, counts, sim_total - naive_requests if len(watchers) == 1 else None)
+        counted = sum(counts.values())
+        values[f"{side.name}_requests_per_payment_counted"] = counted / n
+        values |= {f"{side.name}_purpose_{p}_per_payment": v / n for p, v in counts.items()}
+        values[f"{side.name}_per_payment"] = (counted or costs[side.name]["total"]) / n
     if len(watchers) > 1:
-        total = sum(sum(counts.values()) for counts in purposes.values())
+        total = sum(sum(c.values()) for c in purposes.values())
         print(
             f"  cross-check: the watchers' counters add up to {total}; the simulator counted "
             f"{sim_total - naive_requests} (all /v1 requests minus the naive side's own)\n"
         )
-    if naive is not None:
-        n = max(1, len(naive.ids))
-        values["naive_per_payment"] = naive_requests / n
-        for side in watchers:
-            mine = values[f"{side.name}_per_payment"]
-            ratio = mine / values["naive_per_payment"] if naive_requests else None
-            values[f"ratio_{side.name}_naive"] = ratio
-            print(
-                f"Voltage requests per payment: {side.label} {mine:.2f} vs naive "
-                f"{values['naive_per_payment']:.2f} (its {naive_requests} requests: creates "
-                f"{naive.client.request_count}, loop GETs {naive.loop.gets}); ratio "
-                f"{side.label}/naive = {fmt(ratio, 3)} (target <= 0.1)"
-            )
-        print()
-    if params.mix and naive is not None:
-        values.update(extrapolate(params, watchers, naive, purposes))
-    return values
-
-
-def extrapolate(
-    params: Params,
-    watchers: list[WatcherSide],
-    naive: NaiveSide,
-    purposes: dict[str, dict[str, int]],
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    naive_creates = naive.client.request_count / max(1, len(naive.ids))
+    values["naive_per_payment"] = mine_naive = naive_requests / max(1, len(naive.ids))
     for side in watchers:
-        print(f"[{side.label}]")
-        result: Extrapolation = print_extrapolation(
-            purposes[side.name],
-            len(side.ids),
-            shape=mix_shape(params),
-            expiry=float(params.expiration or 0),
-            naive_create_requests=naive_creates,
-            naive_interval=params.naive_interval,
+        mine = values[f"{side.name}_per_payment"]
+        values[f"ratio_{side.name}_naive"] = ratio = mine / mine_naive if naive_requests else None
+        print(
+            f"Voltage requests per payment: {side.label} {mine:.2f} vs naive {mine_naive:.2f} "
+            f"(its {naive_requests} requests: creates {naive.client.request_count}, loop GETs "
+            f"{naive.loop.gets}); ratio {side.label}/naive = {fmt(ratio, 3)} (target <= 0.1)"
         )
-        values[f"{side.name}_requests_per_payment_3600"] = result.watcher
-        values["naive_requests_per_payment_3600"] = result.naive
-        values["naive_requests_never_paid_3600"] = result.naive_never_paid
+    print()
+    for side in watchers if a.mix else ():
+        print(f"[{side.label}]")
+        creates = naive.client.request_count / max(1, len(naive.ids))
+        values[f"{side.name}_requests_per_payment_3600"], naive_3600, never = extrapolate(
+            a, purposes[side.name], len(side.ids), creates
+        )
+        values |= {"naive_requests_per_payment_3600": naive_3600,
+                   "naive_requests_never_paid_3600": never}  # fmt: skip
     return values
 
 
-def print_naive(side: NaiveSide) -> None:
-    loop = side.loop
-    gap = loop.mean_gap
-    promise = (
-        "kept its promise"
-        if loop.kept_promise()
-        else f"could NOT keep its {loop.interval:g} s promise"
-    )
-    print(
-        f"  naive: {promise}: mean interval between two GETs of a payment "
-        f"{fmt(gap, 2)} s with {loop.threads} threads; loop GETs={loop.gets} (errors "
-        f"{loop.get_errors}), rounds={loop.rounds}, overruns={loop.overruns}, longest "
-        f"round={loop.longest_round:.2f}s; creates: {side.create_posts} POSTs, "
-        f"{side.create_requests} requests"
-    )
-
-
-def print_watcher(side: WatcherSide, cost: Cost, counters: dict[str, int]) -> None:
-    create_gets = side.create_requests - side.create_posts
-    print(f"  {side.label} counters: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
-    print(
-        f"  {side.label}: GETs of its ids={cost.per_payment_gets} (create-time {create_gets}, "
-        f"later {cost.per_payment_gets - create_gets}); list calls={cost.list_calls:.0f}; "
-        f"creates: {side.create_posts} POSTs, {side.create_requests} requests"
-    )
-    invalid = ", ".join(f"{k}: {v}" for k, v in side.invalid.items()) or "none"
-    print(
-        f"  {side.label} subscriber: {side.posts} POSTs, {len(side.reported)} payments reported, "
-        f"{side.redeliveries} redeliveries (same webhook-id), failed verification: {invalid}"
-    )
-    if isinstance(side, HintSide):
-        answers = ", ".join(f"{k}={v}" for k, v in sorted(side.answers.items()))
-        print(
-            f"  {side.label}: webhooks posted={sum(side.answers.values())} ({answers}); "
-            f"POST round trip p50 {fmt(percentile(side.post_ms, 50), 1)} ms, max "
-            f"{fmt(max(side.post_ms) if side.post_ms else None, 1)} ms"
-        )
-
-
-def print_problems(side: Side) -> None:
-    if side.act_failed:
-        print(f"  {side.label}: {len(side.act_failed)} settle/fail calls failed (not checked)")
-    for pid in side.undetected():
-        print(f"  MISSED: {side.label} {pid} ({side.classes.get(pid)})")
-    for pid in side.wrong():
-        print(
-            f"  WRONG: {side.label} {pid} ({side.classes.get(pid)}) reported "
-            f"{side.reported_status.get(pid)}, expected {side.expected.get(pid)}"
-        )
-    for pid in side.unexpected():
-        status = side.reported_status.get(pid) or side.detected_status.get(pid)
-        print(f"  UNEXPECTED: {side.label} {pid} reported {status}")
-    for pid in side.duplicates():
-        print(
-            f"  DUPLICATE: {side.label} {pid}: {side.events[pid]} outbox events, "
-            f"{side.double_reported.get(pid, 1)} distinct webhook-ids"
-        )
-
-
-def print_diagnostics(sides: list[Side], costs: dict[str, Cost], phases: list[PhaseInfo]) -> None:
+def print_diagnostics(sides: list[Side], costs: dict[str, Any], phases: list[Phase]) -> None:
     """Counters, request sources, the naive loop's promise, and every problem by id."""
     print("Diagnostics")
-    by_phase = {phase.label: phase for phase in phases}
-    for side in sides:
-        if isinstance(side, WatcherSide):
-            print_watcher(side, costs[side.name], by_phase[side.phase].counters.get(side.name, {}))
-        elif isinstance(side, NaiveSide):
-            print_naive(side)
-    for phase in phases:
+    by_phase = {p["label"]: p for p in phases}
+    for s in sides:
+        if isinstance(s, WatcherSide):
+            counters = by_phase[s.phase]["counters"].get(s.name, {})
+            print(
+                f"  {s.label} counters: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(counters.items()))
+            )
+            gets, create_gets = costs[s.name]["gets"], s.create_requests - s.create_posts
+            invalid = ", ".join(f"{k}: {v}" for k, v in s.invalid.items()) or "none"
+            print(
+                f"  {s.label}: GETs of its ids={gets} (create-time {create_gets}, later "
+                f"{gets - create_gets}); list calls={costs[s.name]['list_calls']:.0f}; creates: "
+                f"{s.create_posts} POSTs, {s.create_requests} requests\n  {s.label} subscriber: "
+                f"{s.posts} POSTs, {len(s.reported)} payments reported, {s.redeliveries} "
+                f"redeliveries (same webhook-id), failed verification: {invalid}"
+            )
+        if isinstance(s, HintSide):
+            answers = ", ".join(f"{k}={v}" for k, v in sorted(s.answers.items()))
+            print(
+                f"  {s.label}: webhooks posted={sum(s.answers.values())} ({answers}); POST round "
+                f"trip p50 {fmt(percentile(s.post_ms, 50), 1)} ms, max "
+                f"{fmt(max(s.post_ms) if s.post_ms else None, 1)} ms"
+            )
+        if isinstance(s, NaiveSide):
+            loop = s.loop
+            promise = "kept its promise" if loop.kept_promise() else (
+                f"could NOT keep its {loop.interval:g} s promise")  # fmt: skip
+            print(
+                f"  naive: {promise}: mean interval between two GETs of a payment "
+                f"{fmt(loop.mean_gap, 2)} s with {loop.threads} threads; loop GETs={loop.gets} "
+                f"(errors {loop.get_errors}), rounds={loop.rounds}, overruns={loop.overruns}, "
+                f"longest round={loop.longest_round:.2f}s; creates: {s.create_posts} POSTs, "
+                f"{s.create_requests} requests"
+            )
+    for p in phases:
         print(
-            f"  {phase.label}: creates took {phase.create_seconds:.1f}s "
-            f"({phase.posts_during_creates} POSTs; latest create {phase.create_lag_max:.1f}s "
+            f"  {p['label']}: creates took {p['create_seconds']:.1f}s "
+            f"({p['posts_during_creates']} POSTs; latest create {p['create_lag_max']:.1f}s "
             f"behind its paced instant), latest settle call "
-            f"{phase.settle_lateness_max * 1000:.0f} ms behind plan"
+            f"{p['settle_lateness_max'] * 1000:.0f} ms behind plan"
         )
-    final = phases[-1].stats
-    print(f"  simulator by_route: {json.dumps(final.get('by_route', {}), sort_keys=True)}")
-    print(f"  simulator by_status: {json.dumps(final.get('by_status', {}), sort_keys=True)}")
-    worst = sorted(
-        ((side.reported[p] - side.acted_at[p]) * 1000, side.label, p)
-        for side in sides
-        for p in side.acted_at
-        if p in side.reported
-    )[-5:]
+    for what in ("by_route", "by_status"):
+        print(
+            f"  simulator {what}: {json.dumps(phases[-1]['stats'].get(what, {}), sort_keys=True)}"
+        )
+    worst = sorted(((s.reported[p] - s.acted_at[p]) * 1000, s.label, p)
+                   for s in sides for p in s.acted_at if p in s.reported)[-5:]  # fmt: skip
     print("  slowest reports: " + "; ".join(f"{s} {p[:8]} {ms:,.0f} ms" for ms, s, p in worst))
-    for side in sides:
-        print_problems(side)
+    for s in sides:
+        print_problems(s)
 
 
-def report(
-    params: Params,
-    stack: Stack,
-    sides: list[Side],
-    phases: list[PhaseInfo],
-    started: float,
-    load_before: str,
-) -> dict[str, Any]:
+def print_problems(s: Side) -> None:
+    if s.act_failed:
+        print(f"  {s.label}: {len(s.act_failed)} settle/fail calls failed (not checked)")
+    for pid in s.undetected():
+        print(f"  MISSED: {s.label} {pid} ({s.classes.get(pid)})")
+    for pid in s.wrong():
+        print(f"  WRONG: {s.label} {pid} ({s.classes.get(pid)}) reported "
+              f"{s.reported_status.get(pid)}, expected {s.expected.get(pid)}")  # fmt: skip
+    for pid in s.unexpected():
+        status = s.reported_status.get(pid) or s.detected_status.get(pid)
+        print(f"  UNEXPECTED: {s.label} {pid} reported {status}")
+    for pid in s.duplicates():
+        print(f"  DUPLICATE: {s.label} {pid}: {s.events[pid]} outbox events, "
+              f"{s.double_reported.get(pid, 1)} distinct webhook-ids")  # fmt: skip
+
+
+def report(a: Any, stack: h.Stack, settings: Any, sides: list[Side], phases: list[Phase],
+           started: float) -> dict[str, Any]:  # fmt: skip
     """Print everything; return the headline numbers for `--json`."""
-    by_phase = {phase.label: phase for phase in phases}
-    list_calls = list_shares(sides, by_phase)
-    costs = {
-        side.name: cost_of(side, by_phase[side.phase].stats, list_calls[side.name])
-        for side in sides
-    }
-    print_header(params, stack, sides, load_before)
-    columns = [side_rows(side, costs[side.name], params.mix) for side in sides]
-    print_table(
-        "Results",
-        ["", *(side.label for side in sides)],
-        [[label, *(column[i][1] for column in columns)] for i, (label, _) in enumerate(columns[0])],
-    )
+    by_phase = {p["label"]: p for p in phases}
+    lists = list_shares(sides, by_phase)
+    costs = {s.name: cost_of(s, by_phase[s.phase]["stats"], lists[s.name]) for s in sides}
+    h.header("detection benchmark", stack)
+    print_header(a, settings, sides)
+    columns = [side_rows(s, costs[s.name], a.mix) for s in sides]
+    rows = [[label, *(c[i][1] for c in columns)] for i, (label, _) in enumerate(columns[0])]
+    h.print_table("Results", ["", *(s.label for s in sides)], rows)
     rows = []
-    for side in sides:
-        young, old = age_split(side, FIRST_MINUTE)
-        for name, lat in (("age < 60s", young), ("age >= 60s", old)):
-            top = max(lat) if lat else None
-            p50, p99 = percentile(lat, 50), percentile(lat, 99)
-            rows.append([f"{side.label}, {name} at settle", str(len(lat)), fmt(p50), fmt(p99)])
-            rows[-1].append(fmt(top))
-    print_table(
-        "Latency at the subscriber by payment age at settle",
-        ["", "count", "p50 ms", "p99 ms", "max ms"],
-        rows,
-    )
-    mix_costs: dict[str, dict[str, ClassCost]] = {}
-    if params.mix:
-        mix_costs = {
-            side.name: class_costs(side, by_phase[side.phase].stats, list_calls[side.name])
-            for side in sides
-        }
-        mix_report(params, sides, mix_costs, list_calls)
-    cost_values = cost_section(params, sides, phases, costs)
+    for s in sides:
+        ages = {p: s.acted_at[p] - s.created_at[p] for p in s.acted_at}
+        for name, young in (("age < 60s", True), ("age >= 60s", False)):
+            lat = latencies_ms(s, [p for p, age in ages.items() if (age < FIRST_MINUTE) == young])
+            rows.append([f"{s.label}, {name} at settle", str(len(lat)), fmt(percentile(lat, 50)),
+                         fmt(percentile(lat, 99)), fmt(max(lat) if lat else None)])  # fmt: skip
+    title = "Latency at the subscriber by payment age at settle"
+    h.print_table(title, ["", "count", "p50 ms", "p99 ms", "max ms"], rows)
+    mix_costs = {}
+    if a.mix:
+        mix_costs = {s.name: class_costs(s, by_phase[s.phase]["stats"], lists[s.name])
+                     for s in sides}  # fmt: skip
+        mix_report(a, sides, mix_costs)
+    cost_values = cost_section(a, sides, phases, costs)
     print_diagnostics(sides, costs, phases)
     print(f"  total wall time: {time.time() - started:.1f}s")
-    values = headline(params, sides, costs, mix_costs, list_calls)
-    values.update(cost_values)
-    return values
+    return headline(a, sides, costs, mix_costs, lists) | cost_values
 
 
-def headline(
-    params: Params,
-    sides: list[Side],
-    costs: dict[str, Cost],
-    mix_costs: dict[str, dict[str, ClassCost]],
-    list_calls: dict[str, float],
-) -> dict[str, Any]:
+def headline(a: Any, sides: list[Side], costs: dict[str, Any], mix_costs: dict[str, Any],
+             lists: dict[str, float]) -> dict[str, Any]:  # fmt: skip
     """The flat JSON object `--json` writes (read by `bench/run_all`)."""
     values: dict[str, Any] = {
-        "bench": "detection",
-        "mode": "mix" if params.mix else "latency",
-        "payments": params.payments,
-        "seed": params.seed,
-        "sides": ",".join(side.name for side in sides),
-        "problems": sum(side.problems() for side in sides),
-        "worker_concurrency": params.worker_concurrency,
-        "create_over_s": params.create_over,
-    }
-    if params.mix:
-        counts = mix_counts(params.payments, params.mix_shares)
-        values["mix_expiration_s"] = params.expiration
-        for name, share, count in zip(MIX_CLASSES, params.mix_shares, counts, strict=True):
-            values[f"mix_share_{name}"] = share
-            values[f"mix_count_{name}"] = count
+        "bench": "detection", "mode": "mix" if a.mix else "latency", "payments": a.payments,
+        "seed": a.seed, "sides": ",".join(s.name for s in sides),
+        "problems": sum(s.problems() for s in sides),
+        "worker_concurrency": a.worker_concurrency, "create_over_s": a.create_over,
+    }  # fmt: skip
+    if a.mix:
+        values["mix_expiration_s"] = a.expiration
+        counts = mix_counts(a.payments, a.mix_shares)
+        for name, share, count in zip(MIX_CLASSES, a.mix_shares, counts, strict=True):
+            values |= {f"mix_share_{name}": share, f"mix_count_{name}": count}
     else:
-        values["settle_window_s"] = params.duration
-    for side in sides:
-        values.update(side_headline(side, costs[side.name], list_calls[side.name], params.mix))
-        for name, cost in mix_costs.get(side.name, {}).items():
-            values[f"{side.name}_requests_per_payment_{name}"] = cost.requests
-        if isinstance(side, NaiveSide):
-            values["naive_mean_interval_s"] = side.loop.mean_gap
-            values["naive_kept_promise"] = side.loop.kept_promise()
-    return values
-
-
-def side_headline(side: Side, cost: Cost, list_calls: float, mix: bool) -> dict[str, Any]:
-    prefix = side.name
-    lat = latencies_ms(side)
-    outbox = latencies_ms(side, at="detected")
-    n = max(1, len(side.ids))
-    values: dict[str, Any] = {
-        f"{prefix}_detected": sum(
-            1 for pid in side.checked() if side.expected[pid] and pid in side.reported
-        ),
-        f"{prefix}_problems": side.problems(),
-        f"{prefix}_redeliveries": side.redeliveries,
-        f"{prefix}_requests_per_payment": cost.total / n,
-        f"{prefix}_list_calls_per_payment": list_calls / n,
-        f"{prefix}_latency_ms_max": max(lat) if lat else None,
-        f"{prefix}_detected_ms_max": max(outbox) if outbox else None,
-    }
-    for p in (50, 95, 99):
-        values[f"{prefix}_latency_ms_p{p}"] = percentile(lat, p)
-        values[f"{prefix}_detected_ms_p{p}"] = percentile(outbox, p)
-    if mix:
-        expiry = expiry_latencies_ms(side)
-        values[f"{prefix}_expiry_ms_p50"] = percentile(expiry, 50)
-        values[f"{prefix}_expiry_ms_p99"] = percentile(expiry, 99)
-        for name in MIX_CLASSES:
-            pids = [pid for pid in side.checked() if side.classes.get(pid) == name]
-            values[f"{prefix}_latency_ms_p50_{name}"] = percentile(latencies_ms(side, pids), 50)
+        values["settle_window_s"] = a.duration
+    for s in sides:
+        p, n = s.name, max(1, len(s.ids))
+        lat, outbox = latencies_ms(s), latencies_ms(s, at="detected")
+        values |= {
+            f"{p}_detected": sum(1 for x in s.checked() if s.expected[x] and x in s.reported),
+            f"{p}_problems": s.problems(), f"{p}_redeliveries": s.redeliveries,
+            f"{p}_requests_per_payment": costs[p]["total"] / n,
+            f"{p}_list_calls_per_payment": lists[p] / n,
+            f"{p}_latency_ms_max": max(lat) if lat else None,
+            f"{p}_detected_ms_max": max(outbox) if outbox else None,
+        }  # fmt: skip
+        for q in (50, 95, 99):
+            values[f"{p}_latency_ms_p{q}"] = percentile(lat, q)
+            values[f"{p}_detected_ms_p{q}"] = percentile(outbox, q)
+        if a.mix:
+            expiry = expiry_ms(s)
+            values |= {f"{p}_expiry_ms_p50": percentile(expiry, 50),
+                       f"{p}_expiry_ms_p99": percentile(expiry, 99)}  # fmt: skip
+            for name in MIX_CLASSES:
+                values[f"{p}_latency_ms_p50_{name}"] = percentile(
+                    latencies_ms(s, of_class(s, name)), 50
+                )
+        for name, (_count, requests) in mix_costs.get(p, {}).items():
+            values[f"{p}_requests_per_payment_{name}"] = requests
+        if isinstance(s, NaiveSide):
+            values |= {"naive_mean_interval_s": s.loop.mean_gap,
+                       "naive_kept_promise": s.loop.kept_promise()}  # fmt: skip
     return values

@@ -1,16 +1,20 @@
-"""The subscriber the detection bench measures at: a real HTTP receiver on loopback.
+"""The subscriber the benches deliver to: one threaded HTTP receiver on loopback.
 
-Detection is only worth something once the subscriber has it, so the headline latency is taken
-here, not from the watcher's Redis. Every POST is verified with the `standardwebhooks` package
-(the reference implementation, not the watcher's own signing code) against the secret of the
-subscription its path belongs to; only a verified webhook counts. For each (payment id, event
-type) the first verified arrival is kept. A repeat with the same `webhook-id` is an at-least-once
-redelivery the receiver can dedupe (counted, not a problem); a second *distinct* `webhook-id`
-for the same payment and type is the watcher reporting it twice (a problem).
+A path registered with a secret is a subscriber that verifies: every POST is checked with the
+`standardwebhooks` package (the reference implementation, not the watcher's own signing code)
+and, per payment id, the first verified arrival is kept. A repeat of a `webhook-id` is an
+at-least-once redelivery (counted, not a problem); a second *distinct* `webhook-id` for the same
+payment is the watcher reporting it twice. Any other path only counts: requests, distinct
+`webhook-id`s, first and last arrival and the first request (`GET /count` answers with them),
+which is what the delivery bench reads back from the receiver running as its own process.
+
+Answers are one write with TCP_NODELAY: two writes would wait for the client's delayed ACK
+(~40 ms per request).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -23,65 +27,58 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 @dataclass
 class Inbox:
-    """What one subscription's path received."""
+    """What one path received."""
 
-    secret: str
+    secret: str | None
     arrived: dict[str, float] = field(default_factory=dict)  # pid -> first verified arrival
     status: dict[str, str] = field(default_factory=dict)  # pid -> status of that first event
     msg_ids: dict[str, set[str]] = field(default_factory=dict)  # pid -> distinct webhook-ids
-    types: dict[str, Counter[str]] = field(default_factory=dict)  # pid -> event types seen
     redeliveries: int = 0  # the same webhook-id again: at least once, and it says so
     posts: int = 0
     invalid: Counter[str] = field(default_factory=Counter)  # why a POST did not verify
-    seen_msg_ids: set[str] = field(default_factory=set, repr=False)
+    seen: set[str] = field(default_factory=set, repr=False)  # every webhook-id
+    first: float = 0.0
+    last: float = 0.0
+    sample: dict[str, Any] | None = None  # the first request's headers and body
 
     def copy(self) -> Inbox:
-        return Inbox(
-            self.secret,
-            dict(self.arrived),
-            dict(self.status),
-            {pid: set(ids) for pid, ids in self.msg_ids.items()},
-            {pid: Counter(kinds) for pid, kinds in self.types.items()},
-            self.redeliveries,
-            self.posts,
-            Counter(self.invalid),
-        )
+        ids = {pid: set(s) for pid, s in self.msg_ids.items()}
+        return Inbox(self.secret, dict(self.arrived), dict(self.status), ids,
+                     self.redeliveries, self.posts, Counter(self.invalid))  # fmt: skip
 
     def double_reports(self) -> dict[str, int]:
         """Payments told more than once under different webhook-ids: reported twice."""
         return {pid: len(ids) for pid, ids in self.msg_ids.items() if len(ids) > 1}
 
+    def counts(self) -> dict[str, Any]:
+        return {"total": self.posts, "distinct": len(self.seen), "first": self.first,
+                "last": self.last, "sample": self.sample}  # fmt: skip
 
-class WebhookReceiver:
-    """A `ThreadingHTTPServer` on 127.0.0.1 that verifies and records; one Inbox per path."""
 
-    def __init__(self) -> None:
+class Receiver:
+    """A `ThreadingHTTPServer` on 127.0.0.1 that records (and verifies) per path."""
+
+    def __init__(self, port: int = 0) -> None:
         self.inboxes: dict[str, Inbox] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="webhook-receiver", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        self._server.request_queue_size = 256  # C threads connecting at once
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
 
-    def add_path(self, path: str, secret: str) -> Inbox:
+    def add_path(self, path: str, secret: str) -> None:
         with self._lock:
             self.inboxes[path] = Inbox(secret)
-            return self.inboxes[path]
 
     def snapshot(self, path: str) -> Inbox:
         """A consistent copy of one path's inbox (the handler threads keep writing)."""
         with self._lock:
             return self.inboxes[path].copy()
 
-    def start(self) -> WebhookReceiver:
+    def start(self) -> Receiver:
         self._thread.start()
         return self
 
@@ -96,50 +93,65 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: object) -> None:
                 return
+
+            def answer(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+                head = f"HTTP/1.1 {status} {'OK' if status == 200 else 'Rejected'}\r\n"
+                head += f"content-type: {kind}\r\ncontent-length: {len(body)}\r\n\r\n"
+                self.wfile.write(head.encode() + body)
 
             def do_POST(self) -> None:
                 arrived = time.time()
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status = receiver.receive(self.path, headers, body, arrived)
-                payload = b"ok" if status == 200 else b"rejected"
-                self.send_response(status)
-                self.send_header("content-type", "text/plain")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.answer(status, b"ok" if status == 200 else b"rejected")
+
+            def do_GET(self) -> None:
+                with receiver._lock:
+                    counts = {p: i.counts() for p, i in receiver.inboxes.items()}
+                self.answer(200, json.dumps(counts).encode(), "application/json")
 
         return Handler
 
     def receive(self, path: str, headers: dict[str, str], body: bytes, arrived: float) -> int:
-        """Verify, then record; the answer's status code (401 for a bad signature)."""
+        """Record, verifying first on a path with a secret; the answer's status code."""
+        msg_id = headers.get("webhook-id", "")
         with self._lock:
-            inbox = self.inboxes.get(path)
-        if inbox is None:
-            return 404
+            inbox = self.inboxes.setdefault(path, Inbox(None))
+            if inbox.sample is None:
+                text = body.decode("utf-8", errors="replace")
+                inbox.first, inbox.sample = arrived, {"headers": headers, "body": text}
+            inbox.posts, inbox.last = inbox.posts + 1, arrived
+            if inbox.secret is None:
+                inbox.seen.add(msg_id)
+                return 200
         try:
             event: Any = Webhook(inbox.secret).verify(body, headers)
         except WebhookVerificationError as exc:
             with self._lock:
-                inbox.posts += 1
                 inbox.invalid[str(exc)[:60]] += 1
             return 401
         data = event.get("data") if isinstance(event, dict) else None
         pid = str(data.get("payment_id", "")) if isinstance(data, dict) else ""
         kind = str(event.get("type", "")) if isinstance(event, dict) else ""
-        msg_id = headers.get("webhook-id", "")
         with self._lock:
-            inbox.posts += 1
-            if msg_id in inbox.seen_msg_ids:
+            if msg_id in inbox.seen:
                 inbox.redeliveries += 1
                 return 200
-            inbox.seen_msg_ids.add(msg_id)
+            inbox.seen.add(msg_id)
             inbox.msg_ids.setdefault(pid, set()).add(msg_id)
-            inbox.types.setdefault(pid, Counter())[kind] += 1
             if pid not in inbox.arrived:
-                inbox.arrived[pid] = arrived
-                inbox.status[pid] = kind.removeprefix("payment.")
+                inbox.arrived[pid], inbox.status[pid] = arrived, kind.removeprefix("payment.")
         return 200
+
+
+def serve(port: int) -> None:
+    """The receiver as a process of its own (the delivery bench measures its CPU apart)."""
+    Receiver(port)._server.serve_forever()
+
+
+WebhookReceiver = Receiver  # the old name, until bench.detection moves onto the harness

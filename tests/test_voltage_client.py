@@ -26,7 +26,8 @@ import watcher
 from watcher.settings import ConfigError, Settings
 from watcher.simulator import SimulatorConfig
 from watcher.simulator.server import SimulatorServer
-from watcher.voltage.client import VoltageClient, build_list_params, build_receive_body, rfc3339
+from watcher.timing import parse_retry_after, rfc3339_utc
+from watcher.voltage.client import VoltageClient
 from watcher.voltage.errors import (
     InvoiceNotReady,
     VoltageAuthError,
@@ -37,8 +38,10 @@ from watcher.voltage.errors import (
     VoltageNotFound,
     VoltageTransientError,
 )
+from watcher.voltage.filters import build_list_params
 from watcher.voltage.models import PaymentList, PaymentStatus
-from watcher.voltage.retry import RetryPolicy, parse_retry_after
+from watcher.voltage.receive import build_receive_body
+from watcher.voltage.retry import RetryPolicy
 
 SECRET = "vw-test-secret-8d1c2f7e"  # distinctive, so a leak is easy to grep for
 READ_ONLY = "read-key"
@@ -255,7 +258,7 @@ def test_list_params() -> None:
         build_list_params(limit=0)
     with pytest.raises(ValueError, match="start_date"):
         build_list_params(start_date=datetime(2026, 1, 1))
-    assert rfc3339(datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=UTC)) == (
+    assert rfc3339_utc(datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=UTC)) == (
         "2026-01-01T00:00:00.123000Z"
     )
 

@@ -16,10 +16,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 from urllib.parse import quote
 
 import redis
+
+from watcher.lifecycle import Service
 
 # What a password file may hold: token_urlsafe's alphabet, safe in a URL and a config line.
 _PASSWORD_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,256}")
@@ -87,7 +89,7 @@ def make_private(directory: Path) -> None:
                 os.chmod(os.path.join(root, name), 0o600)
 
 
-class RedisServer:
+class RedisServer(Service):
     """One redis-server child process bound to loopback.
 
     Its files are private to this user (dir 0700, files 0600). With a `password` it requires
@@ -121,7 +123,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """The URL clients use; it carries the password: log settings.mask_redis_url(url)."""
+        """The URL clients use; it carries the password: log mask_redis_url(url)."""
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{self.host}:{self.port}/0"
 
@@ -134,7 +136,7 @@ class RedisServer:
     def returncode(self) -> int | None:
         return self.process.returncode if self.process is not None else None
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0) -> Self:
         make_private(self.data_dir)
         self.process = self._spawn(self._command())
         deadline = time.monotonic() + timeout
@@ -226,14 +228,3 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

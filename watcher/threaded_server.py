@@ -11,14 +11,15 @@ import contextlib
 import socket
 import threading
 import time
-from types import TracebackType
 from typing import Literal, Self
 
 import uvicorn
 from fastapi import FastAPI
 
+from watcher.lifecycle import Service
 
-class ThreadedServer:
+
+class ThreadedServer(Service):
     name = "server"
     lifespan: Literal["on", "off"] = "on"
 
@@ -94,17 +95,6 @@ class ThreadedServer:
             with contextlib.suppress(OSError):
                 self._socket.close()
         self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

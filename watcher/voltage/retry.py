@@ -17,10 +17,9 @@ import random as _random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
+from watcher.timing import parse_retry_after
 from watcher.voltage.errors import VoltageError
 
 if TYPE_CHECKING:
@@ -84,45 +83,6 @@ class RetryPolicy:
     def retry_after(self, headers: Mapping[str, str]) -> float | None:
         """The server's requested wait in seconds, read with this policy's wall clock."""
         return parse_retry_after(headers, now=self.wall_clock())
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds the server asks us to wait, or None when it did not ask (or asked nonsense).
-
-    ``x-retry-after-ms`` (milliseconds) wins over ``Retry-After``, which is either
-    delay-seconds or an HTTP-date (RFC 9110); a date in the past means "now" (0.0).
-    ``headers`` must look names up case-insensitively, as ``requests``' headers do.
-    """
-    millis = headers.get("x-retry-after-ms")
-    if millis is not None:
-        value = _non_negative_number(millis)
-        if value is not None:
-            return value / 1000.0
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    seconds = _non_negative_number(raw)
-    if seconds is not None:
-        return seconds
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # HTTP dates are always GMT; asctime and "-0000" parse naive
-        when = when.replace(tzinfo=UTC)
-    current = time.time() if now is None else now
-    return max(when.timestamp() - current, 0.0)
-
-
-def _non_negative_number(text: str) -> float | None:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        return None
-    if not _finite(value) or value < 0:
-        return None
-    return value
 
 
 def _finite(value: float) -> bool:

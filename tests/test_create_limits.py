@@ -13,7 +13,7 @@ import requests
 
 from tests.conftest import SimControl, Stack
 from watcher.api import create_app
-from watcher.api.models import PaymentCreate
+from watcher.api.request_models import PaymentCreate
 from watcher.api.server import ApiServer
 from watcher.engine.watching import InvalidCreate, create_and_watch
 
@@ -134,7 +134,7 @@ def test_cli_refuses_an_800_byte_description_without_calling_voltage(
 
 
 def test_api_and_engine_share_voltage_limits() -> None:
-    from watcher.api import models
+    from watcher.api import field_types as models
     from watcher.voltage import limits
 
     assert models.MAX_DESCRIPTION == limits.MAX_DESCRIPTION_BYTES

@@ -83,7 +83,7 @@ def test_the_api_answers_503_for_a_write_no_replica_confirmed() -> None:
     from fastapi import FastAPI
     from starlette.requests import Request
 
-    from watcher.api.errors import install_error_handlers
+    from watcher.api.error_handlers import install_error_handlers
 
     app = FastAPI()
     install_error_handlers(app)

@@ -9,7 +9,7 @@ runs after the answer as a background task.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
@@ -23,13 +23,10 @@ from watcher.api import (
 )
 from watcher.api.auth import BearerAuthMiddleware, require_token
 from watcher.api.context import ApiContext, CeleryKick, Kick
-from watcher.api.errors import (
-    BodyLimitMiddleware,
-    CatchAllMiddleware,
-    install_error_handlers,
-    reject_unknown_query,
-)
+from watcher.api.declared_routes import reject_unknown_query
+from watcher.api.error_handlers import install_error_handlers
 from watcher.api.metrics import build_registry
+from watcher.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from watcher.logging import get_logger
 from watcher.runtime import Runtime
 from watcher.settings import Settings, get_settings
@@ -95,12 +92,30 @@ def create_app(
         kick=kick or celery_kick or (lambda _rt: None),
         token_bytes=[t.get_secret_value().encode() for t in settings.watcher_api_tokens],
     )
+    app = FastAPI(
+        title="voltage-watcher",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=_lifespan(ctx, celery_kick, owns_runtime=owns_runtime),
+    )
+    app.state.ctx = ctx
+    app.state.metrics = build_registry(runtime)
+    install_error_handlers(app)
+    _add_middleware(app, ctx, max_body_bytes)
+    _include_routers(app)
+    return app
+
+
+def _lifespan(
+    ctx: ApiContext, celery_kick: CeleryKick | None, *, owns_runtime: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Says at start what is switched off, and closes at the end what this app opened."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if not ctx.token_bytes:
             log.warning("WATCHER_API_TOKENS is empty: every /v1 route answers 401 until it is set")
-        if settings.voltage_webhook_secret is None:
+        if ctx.runtime.settings.voltage_webhook_secret is None:
             log.info("VOLTAGE_WEBHOOK_SECRET is not set: the Voltage webhook ingress is off")
         log.info("api started", tokens=len(ctx.token_bytes))
         try:
@@ -109,26 +124,22 @@ def create_app(
             if celery_kick is not None:
                 celery_kick.close()
             if owns_runtime:
-                runtime.redis.close()
+                ctx.runtime.close()
 
-    app = FastAPI(
-        title="voltage-watcher",
-        version=__version__,
-        description=_DESCRIPTION,
-        lifespan=lifespan,
-    )
-    app.state.ctx = ctx
-    app.state.metrics = build_registry(runtime)
-    install_error_handlers(app)
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, ctx: ApiContext, max_body_bytes: int) -> None:
     # Added last = outermost: catch-all, then the token check, then the body cap.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(BearerAuthMiddleware, ctx=ctx, exempt=frozenset({INGRESS_PATH}))
     app.add_middleware(CatchAllMiddleware)
 
+
+def _include_routers(app: FastAPI) -> None:
     protected = [Depends(require_token), Depends(reject_unknown_query)]
     app.include_router(routes_payments.router, prefix="/v1", dependencies=protected)
     app.include_router(routes_subscriptions.router, prefix="/v1", dependencies=protected)
     app.include_router(routes_deliveries.router, prefix="/v1", dependencies=protected)
     app.include_router(ingress.router, prefix="/v1")
     app.include_router(routes_health.router)
-    return app

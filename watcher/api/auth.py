@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from watcher.api.context import ApiContext, get_context
-from watcher.api.errors import ApiError, error_response
+from watcher.api.errors import ApiError
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -76,7 +76,7 @@ class BearerAuthMiddleware:
             if given is not None and token_matches(given, tokens):
                 await self.app(scope, receive, send)
                 return
-        response = error_response(401, "unauthorized", detail, headers=_CHALLENGE)
+        response = ApiError(401, "unauthorized", detail, headers=_CHALLENGE).response()
         await response(scope, receive, send)
 
 

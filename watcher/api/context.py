@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Request
 
-from watcher.api.errors import log_failure
+from watcher.api.failure_log import log_failure
 from watcher.logging import get_logger
 from watcher.runtime import Runtime
 from watcher.settings import Settings

@@ -1,14 +1,27 @@
-"""Session-wide real services: a private redis-server on a free port."""
+"""Session-wide real services: a private redis-server on a free port, the Voltage simulator,
+and the watcher stack (its settings, Celery worker and beat) a test starts as it needs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import requests
 
+from tests.support import CeleryProcess, beat_command, clean_env, stack_values, worker_command
+from watcher.launcher import stop_all
+from watcher.receiver import Receiver
 from watcher.redis_server import RedisServer
+from watcher.runtime import Runtime
+from watcher.settings import Settings, load_settings
+from watcher.simulator import SimulatorConfig
+from watcher.simulator.server import SimulatorServer
 
 STACK_DATABASES = 1024
 
@@ -39,27 +52,6 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 # --- the watcher stack: simulator + real Celery worker and beat ------------------------------
-
-import itertools  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-
-import requests  # noqa: E402
-
-from tests.receiver import Receiver  # noqa: E402
-from tests.support import (  # noqa: E402
-    CeleryProcess,
-    beat_command,
-    clean_env,
-    stack_values,
-    worker_command,
-)
-from watcher.runtime import Runtime  # noqa: E402
-from watcher.settings import Settings, load_settings  # noqa: E402
-from watcher.simulator import SimulatorConfig  # noqa: E402
-from watcher.simulator.server import SimulatorServer  # noqa: E402
 
 SIM_KEY = "sim-key-for-tests-0123456789"
 ALL_PERMISSIONS = frozenset({"read", "receive", "write"})
@@ -142,8 +134,7 @@ class Stack:
         return proc
 
     def stop(self) -> None:
-        for proc in self.processes:
-            proc.stop()
+        stop_all(self.processes, timeout=15.0)
         self.runtime.redis.close()
 
 

@@ -1,15 +1,16 @@
-"""Helpers for tests that run real processes: waiting with deadlines, Celery subprocesses."""
+"""Helpers for tests that run real processes: waiting with deadlines, the test stack's settings,
+Celery subprocesses (watcher.launcher's, with the tests' flags)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from watcher import launcher
+from watcher.launcher import Process, celery_command
 
 T = TypeVar("T")
 
@@ -64,66 +65,20 @@ def stack_values(
 
 def clean_env(**overrides: str) -> dict[str, str]:
     """The current environment without any WATCHER_/VOLTAGE_ variable, plus `overrides`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHER_", "VOLTAGE_"))}
-    env.update(overrides)
-    return env
+    return launcher.clean_env(os.environ, **overrides)
 
 
-class CeleryProcess:
+class CeleryProcess(Process):
     """`celery -A watcher <command>` as a child process with its own log file."""
 
     def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+        super().__init__(command[0], celery_command(*command), env, log_path)
         self.command = command
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> CeleryProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "watcher", *self.command],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        return self
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until the worker says it consumes: a message with a short `expires` (a dispatcher
         tick) sent before that could expire unread on a slow machine."""
-        wait_until(
-            lambda: " ready." in self.log_text() or not self.alive,
-            timeout=timeout,
-            interval=0.1,
-            message=f"{' '.join(self.command[:1])} to be ready",
-        )
-        if not self.alive:
-            raise AssertionError(f"celery exited early:\n{self.log_text()[-2000:]}")
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no clean shutdown, no acks, nothing flushed."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.wait_for_log(" ready.", timeout)
 
 
 def worker_command(name: str, concurrency: int = 4) -> list[str]:

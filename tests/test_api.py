@@ -18,10 +18,10 @@ from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
 from tests.conftest import SimControl, Stack
-from tests.receiver import Answer, Receiver
 from tests.support import wait_until
 from watcher.api import create_app
 from watcher.api.server import ApiServer
+from watcher.receiver import Answer, Receiver
 from watcher.redis_server import free_port
 from watcher.runtime import Runtime
 

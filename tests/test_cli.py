@@ -165,7 +165,7 @@ def test_create_without_credentials_names_the_settings(make_stack: Callable[...,
 def test_operator_commands_for_subscriptions_and_deliveries(
     make_stack: Callable[..., Stack],
 ) -> None:
-    from tests.receiver import Receiver
+    from watcher.receiver import Receiver
 
     stack = make_stack(WATCHER_WEBHOOK_ALLOW_PRIVATE="true")
     with Receiver() as receiver:

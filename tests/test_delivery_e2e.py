@@ -16,10 +16,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import SimControl, Stack
-from tests.receiver import Answer, Receiver
 from tests.support import wait_until
 from watcher.delivery.store import DEAD, SUCCEEDED
 from watcher.engine.watching import create_and_watch
+from watcher.receiver import Answer, Receiver
 from watcher.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(180)

@@ -15,7 +15,10 @@ import pytest
 
 from tests.support import clean_env
 from watcher.delivery.signing import generate_secret, webhook_headers
-from watcher.demo import Console, Delivery, DemoReceiver, check_deliveries
+from watcher.demo import DemoReceiver
+from watcher.demo_console import Console
+from watcher.demo_verdict import check_deliveries
+from watcher.receiver import Delivery
 
 
 def run_demo_subprocess(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:

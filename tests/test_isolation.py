@@ -13,9 +13,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import SimControl, Stack
-from tests.receiver import Answer, Receiver
 from tests.support import CeleryProcess, wait_until
 from watcher.engine.watching import create_and_watch
+from watcher.receiver import Answer, Receiver
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -16,16 +16,9 @@ from structlog.testing import capture_logs
 from tests.support import wait_until
 from watcher.preflight import DataDirLock, SupervisorError
 from watcher.redis_server import free_port
+from watcher.restarts import BACKOFF_CAP, BACKOFF_FIRST, MAX_RESTARTS_PER_MINUTE, Backoff, Child
 from watcher.settings import Settings, load_settings
-from watcher.supervisor import (
-    BACKOFF_CAP,
-    BACKOFF_FIRST,
-    MAX_RESTARTS_PER_MINUTE,
-    Backoff,
-    Child,
-    Supervisor,
-    UpOptions,
-)
+from watcher.supervisor import Supervisor, UpOptions
 
 
 def _settings(data_dir: Path) -> Settings:

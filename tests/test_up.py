@@ -22,8 +22,8 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import SIM_KEY, SimControl
-from tests.receiver import Receiver
 from tests.support import clean_env, wait_until
+from watcher.receiver import Receiver
 from watcher.redis_server import free_port
 from watcher.simulator.server import SimulatorServer
 

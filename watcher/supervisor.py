@@ -8,17 +8,15 @@ off the same data.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from watcher.launcher import celery_command, stop_all, watcher_command
 from watcher.logging import get_logger, register_secrets
 from watcher.preflight import DataDirLock, check_port_free
 from watcher.redis_server import (
@@ -28,7 +26,9 @@ from watcher.redis_server import (
     load_or_create_password,
     make_private,
 )
-from watcher.settings import Settings, mask_redis_url
+from watcher.redis_url_passwords import mask_redis_url
+from watcher.restarts import Child, EmbeddedRedis, Supervised, signal_name
+from watcher.settings import Settings
 from watcher.stack import SimulatedVoltage, Stack, remove_stack, write_stack
 from watcher.unknown_settings import REPORTED_MARK
 
@@ -37,102 +37,7 @@ log = get_logger(__name__)
 SIMULATOR_KEY = "sim-key"
 PASSWORD_FILE = "redis.password"  # noqa: S105 - a file name, not a password
 SIMULATOR_STATE_FILE = "simulator.jsonl"
-# A child that keeps dying is not restarted forever: this many restarts a minute at most.
-MAX_RESTARTS_PER_MINUTE = 5
-# Restart delays double from FIRST up to CAP; a process that ran HEALTHY_AFTER seconds before
-# dying starts over at FIRST (a crash a day is not a crash loop).
-BACKOFF_FIRST = 0.5
-BACKOFF_CAP = 30.0
-HEALTHY_AFTER = 60.0
 WATCH_INTERVAL = 0.25
-
-
-@dataclass
-class Backoff:
-    """When a dead process may start again: exponential and capped, and not forever."""
-
-    consecutive: int = 0
-    restarts: list[float] = field(default_factory=list)
-    started_at: float = 0.0
-    due: float | None = None  # while it is down: when it starts again
-
-    def died(self, now: float) -> float | None:
-        """The delay before the next start, or None: it keeps dying, give up."""
-        if now - self.started_at >= HEALTHY_AFTER:
-            self.consecutive = 0
-        self.restarts = [t for t in self.restarts if now - t < 60]
-        if len(self.restarts) >= MAX_RESTARTS_PER_MINUTE:
-            return None
-        delay = min(BACKOFF_CAP, BACKOFF_FIRST * (1 << min(self.consecutive, 16)))
-        self.consecutive += 1
-        self.due = now + delay
-        return delay
-
-    def launched(self, now: float, *, restart: bool) -> None:
-        self.due = None
-        self.started_at = now
-        if restart:
-            self.restarts.append(now)
-
-
-class Supervised(Protocol):
-    """What the watch loop needs of a process: the children and the embedded Redis."""
-
-    name: str
-    backoff: Backoff
-
-    @property
-    def alive(self) -> bool: ...
-
-    @property
-    def exit_code(self) -> int | None: ...
-
-    def start(self, env: dict[str, str]) -> None: ...
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    backoff: Backoff = field(default_factory=Backoff)
-
-    def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True)  # noqa: S603
-
-    @property
-    def alive(self) -> bool:
-        """Running; asking reaps a dead one (no zombie)."""
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.process.returncode if self.process is not None else None
-
-    def signal(self, signum: int) -> None:
-        if self.alive and self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-
-
-@dataclass
-class EmbeddedRedis:
-    """The embedded RedisServer as a supervised process: same port, data dir and password."""
-
-    server: RedisServer
-    name: str = "redis"
-    backoff: Backoff = field(default_factory=Backoff)
-
-    @property
-    def alive(self) -> bool:
-        return self.server.alive
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.server.returncode
-
-    def start(self, env: dict[str, str]) -> None:
-        self.server.start()
 
 
 @dataclass
@@ -161,6 +66,23 @@ class Supervisor:
 
     # --- start -------------------------------------------------------------------------------
     def start(self) -> None:
+        data_dir, lock_fd = self._claim_data_dir()
+        if not self.settings.watcher_redis_url:
+            self._start_embedded_redis(data_dir, lock_fd)
+        if self.options.simulate:
+            self.children.append(self._simulator(data_dir))
+        else:
+            self.settings.require_voltage()
+        self.children += self._services(data_dir)
+        # All of them known to stop() before any starts: a failure mid-way orphans none.
+        for child in self.children:
+            child.start(self.env)
+            child.backoff.launched(time.monotonic(), restart=False)
+        self._announce(data_dir)
+
+    def _claim_data_dir(self) -> tuple[Path, int]:
+        """The data dir locked to us (the lock's descriptor), every port checked, its files
+        private: all before anything starts."""
         data_dir = Path(self.settings.watcher_data_dir).resolve()
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = DataDirLock(data_dir)
@@ -172,75 +94,33 @@ class Supervisor:
         self.env["WATCHER_DATA_DIR"] = str(data_dir)
         self.env[REPORTED_MARK] = "1"  # `watcher up` has warned; its children need not
         os.umask(0o077)  # what the children write here (beat's schedule) is private too
-        if not self.settings.watcher_redis_url:
-            self._start_embedded_redis(data_dir, lock_fd)
-        python = sys.executable
-        if self.options.simulate:
-            self._start_simulator(python)
-        else:
-            self.settings.require_voltage()
+        return data_dir, lock_fd
+
+    def _services(self, data_dir: Path) -> list[Child]:
+        """The worker, beat, the API and Flower; `--quiet`: no Celery ASCII banner ("watcher
+        is up" says what runs)."""
+        options = self.options
         concurrency = (
-            ["--concurrency", str(self.options.worker_concurrency)]
-            if self.options.worker_concurrency
-            else []
+            ["--concurrency", str(options.worker_concurrency)] if options.worker_concurrency else []
         )
-        self.children += [
+        schedule = str(data_dir / "celerybeat-schedule")
+        children = [
             Child(
-                "worker",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "watcher",
-                    "--quiet",  # no ASCII banner: "watcher is up" says what runs
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    *concurrency,
-                ],
+                "worker", celery_command("worker", "--loglevel", "INFO", *concurrency, quiet=True)
             ),
-            Child(
-                "beat",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "watcher",
-                    "--quiet",  # no ASCII banner: "watcher is up" says what runs
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "-s",
-                    str(data_dir / "celerybeat-schedule"),
-                ],
-            ),
+            Child("beat", celery_command("beat", "--loglevel", "INFO", "-s", schedule, quiet=True)),
             Child(
                 "api",
-                [
-                    python,
-                    "-m",
-                    "watcher",
-                    "api",
-                    "--host",
-                    self.options.api_host,
-                    "--port",
-                    str(self.options.api_port),
-                ],
+                watcher_command("api", "--host", options.api_host, "--port", str(options.api_port)),
             ),
         ]
-        if self.options.flower_port:
-            self.children.append(
-                Child(
-                    "flower",
-                    [python, "-m", "watcher", "flower", "--port", str(self.options.flower_port)],
-                )
-            )
-        for child in self.children:
-            if not child.alive:
-                child.start(self.env)
-                child.backoff.launched(time.monotonic(), restart=False)
+        if options.flower_port:
+            flower = watcher_command("flower", "--port", str(options.flower_port))
+            children.append(Child("flower", flower))
+        return children
+
+    def _announce(self, data_dir: Path) -> None:
+        """The stack file other commands find us by, the banner, and "watcher is up"."""
         api_url = f"http://{self.options.api_host}:{self.options.api_port}"
         stack = Stack(
             pid=os.getpid(),
@@ -286,7 +166,8 @@ class Supervisor:
             data_dir=str(data_dir / "redis"),
         )
 
-    def _start_simulator(self, python: str) -> None:
+    def _simulator(self, data_dir: Path) -> Child:
+        """The simulator child, and the VOLTAGE_ settings that point every other one at it."""
         port = self.options.simulator_port or free_port()
         simulated = SimulatedVoltage(
             api_url=f"http://127.0.0.1:{port}/v1",
@@ -303,26 +184,10 @@ class Supervisor:
             VOLTAGE_ENVIRONMENT_ID=simulated.environment_id,
             VOLTAGE_WALLET_ID=simulated.wallet_id,
         )
-        assert self._data_dir is not None  # noqa: S101 - start() sets it first
-        child = Child(
-            "simulator",
-            [
-                python,
-                "-m",
-                "watcher",
-                "simulator",
-                "--port",
-                str(port),
-                "--api-key",
-                SIMULATOR_KEY,
-                # The simulated payments outlive a restart, as the watcher's records do.
-                "--state-file",
-                str(self._data_dir / SIMULATOR_STATE_FILE),
-            ],
-        )
-        child.start(self.env)
-        child.backoff.launched(time.monotonic(), restart=False)
-        self.children.append(child)
+        command = watcher_command("simulator", "--port", str(port), "--api-key", SIMULATOR_KEY)
+        # The simulated payments outlive a restart, as the watcher's records do.
+        state_file = str(data_dir / SIMULATOR_STATE_FILE)
+        return Child("simulator", [*command, "--state-file", state_file])
 
     # --- run and stop ------------------------------------------------------------------------
     def run(self) -> int:
@@ -352,7 +217,7 @@ class Supervisor:
                 return True
             code = proc.exit_code
             delay = backoff.died(now)
-            fields = {"process": proc.name, "exit_code": code, "signal": _signal_name(code)}
+            fields = {"process": proc.name, "exit_code": code, "signal": signal_name(code)}
             if delay is None:
                 log.error(
                     "process keeps dying; stopping everything",
@@ -375,17 +240,7 @@ class Supervisor:
         return True
 
     def stop(self, timeout: float = 20.0) -> None:
-        for child in reversed(self.children):
-            child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in self.children:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.signal(signal.SIGKILL)
-                child.process.wait(5)
+        stop_all(self.children, timeout)
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
@@ -428,11 +283,3 @@ def simulate_banner(stack: Stack, settings: Settings) -> str:
         shown = mask_redis_url(stack.redis_url)
         lines.append(f"  Redis      {shown}  (password in {Path(data_dir) / PASSWORD_FILE})")
     return "\n".join([*lines, rule])
-
-
-def _signal_name(code: int | None) -> str | None:
-    if code is None or code >= 0:
-        return None
-    with contextlib.suppress(ValueError):
-        return signal.Signals(-code).name
-    return None

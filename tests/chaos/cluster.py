@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 
 from tests.support import CeleryProcess, beat_command, clean_env, stack_values, worker_command
+from watcher.launcher import stop_all
 from watcher.redis_server import RedisServer
 from watcher.runtime import Runtime
 from watcher.settings import Settings, load_settings
@@ -86,8 +87,7 @@ class Cluster:
 
     def stop(self) -> None:
         with self._lock:
-            for proc in [*self.workers.values(), *([self.beat] if self.beat else [])]:
-                proc.stop()
+            stop_all([*self.workers.values(), *([self.beat] if self.beat else [])], timeout=15.0)
             if self.runtime is not None:
                 self.runtime.redis.close()
             self.simulator.stop()

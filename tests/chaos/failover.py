@@ -26,7 +26,6 @@ import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.chaos.cluster import CHAOS_SETTINGS
-from tests.receiver import Receiver
 from tests.support import (
     CeleryProcess,
     beat_command,
@@ -36,6 +35,8 @@ from tests.support import (
     worker_command,
 )
 from watcher.engine.watching import create_and_watch
+from watcher.launcher import stop_all
+from watcher.receiver import Receiver
 from watcher.redis_server import RedisServer, find_redis_server, free_port
 from watcher.runtime import Runtime
 from watcher.settings import load_settings
@@ -186,8 +187,7 @@ def run_failover_phase(
         report.errors += [f"{p.command[0]} exited" for p in processes if not p.alive]
         log(f"sentinel phase: {report.delivered} of {payments} delivered")
     finally:
-        for proc in processes:
-            proc.stop()
+        stop_all(processes, timeout=15.0)
         if rt is not None:
             rt.redis.close()
         receiver.stop()

@@ -21,9 +21,10 @@ from pathlib import Path
 import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.receiver import Answer, Receiver
 from tests.support import CeleryProcess, clean_env, wait_until
 from watcher.engine.watching import create_and_watch
+from watcher.launcher import stop_all
+from watcher.receiver import Answer, Receiver
 from watcher.redis_server import RedisServer
 from watcher.runtime import Runtime
 from watcher.settings import load_settings
@@ -168,8 +169,7 @@ def run_hanging_phase(workdir: Path, log: Callable[[str], None] = print) -> Hang
         report.hanging_attempts = len(hanging.received)
         log(f"hanging phase: {report.delivered} of {report.expected} healthy deliveries")
     finally:
-        for proc in processes:
-            proc.stop()
+        stop_all(processes, timeout=15.0)
         for receiver in (hanging, *healthy):
             receiver.stop()
         rt.redis.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.chaos.plan import SubscriberSpec
-from tests.receiver import Answer, Received, Receiver
+from watcher.receiver import Answer, Received, Receiver
 
 HANG_SECONDS = 4.0  # past the suite's 2 s webhook timeout
 

@@ -7,9 +7,9 @@ import uuid
 
 import redis
 
+from watcher.delivery.retention import forget_old
 from watcher.delivery.store import DeliveryStore
 from watcher.delivery.subscriptions import SubscriptionStore
-from watcher.engine.retention import forget_old
 from watcher.engine.store import PaymentStore
 from watcher.keys import Keys
 from watcher.voltage.models import Payment

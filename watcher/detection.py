@@ -3,18 +3,16 @@ id confirm, and the fallback to per-payment polls while list calls fail.
 
 Both jobs run on threads of the beat process (see control.py), so nothing queues ahead of them
 on the worker pool, and confirmed transitions are fanned out and handed to delivery at once.
-Each takes a short Redis lock: one beat per deployment is the rule, but during a redeploy two
-may overlap for a moment (and if they do, the compare-and-set still makes one event).
+Each takes a short Redis lock (engine/list_jobs.py): one beat per deployment is the rule, but
+during a redeploy two may overlap for a moment.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-
-import redis
+from collections.abc import Callable
 
 from watcher.engine.confirm import Confirmed, confirm_reported
+from watcher.engine.list_jobs import ListJob
 from watcher.engine.reconciler import StepOutcome, reconcile_step
 from watcher.engine.sweeper import sweep_recent_finals
 from watcher.logging import get_logger
@@ -41,7 +39,7 @@ def sweep_now(rt: Runtime) -> int:
             wallet_id=s.voltage_wallet_id,
         ).candidates
 
-    candidates = _list_job(rt, "sweep", rt.store.keys.sweep_lock, sweep)
+    candidates = _list_job(rt, "sweep", sweep)
     return confirm_and_announce(rt, candidates or []).final
 
 
@@ -53,6 +51,7 @@ def reconcile_now(rt: Runtime) -> int:
         rt.store.pending.backfill(now)
         result = reconcile_step(
             rt.store,
+            rt.list_jobs,
             rt.poll_voltage,
             now=now,
             interval=s.watcher_reconcile_interval,
@@ -61,9 +60,7 @@ def reconcile_now(rt: Runtime) -> int:
         )
         return None if result.outcome is StepOutcome.IDLE else result.candidates
 
-    confirmed = confirm_and_announce(
-        rt, _list_job(rt, "reconcile", rt.store.keys.reconcile_lock, step) or []
-    )
+    confirmed = confirm_and_announce(rt, _list_job(rt, "reconcile", step) or [])
     if confirmed.final:
         rt.store.count("reconcile_confirmed", confirmed.final)
         # Missed by the fast sweep (backdated, hidden by its filter) or not reached by it yet.
@@ -73,7 +70,7 @@ def reconcile_now(rt: Runtime) -> int:
 
 
 def _list_job(
-    rt: Runtime, job: str, lock_name: str, run: Callable[[float], list[str] | None]
+    rt: Runtime, job: ListJob, run: Callable[[float], list[str] | None]
 ) -> list[str] | None:
     """Run one list job under its lock, when something is pending and list calls are not
     backing off; note its outcome for the fallback. None when it listed nothing."""
@@ -85,7 +82,7 @@ def _list_job(
         return None
     if not rt.list_health.may_list(now):
         return None
-    with _locked(rt, lock_name, sweep_lock_ttl(rt.settings)) as held:
+    with rt.list_jobs.locked(job, sweep_lock_ttl(rt.settings)) as held:
         if not held:
             return None
         try:
@@ -144,16 +141,3 @@ def list_failed(rt: Runtime, exc: VoltageError, now: float, job: str) -> None:
 def sweep_lock_ttl(settings: Settings) -> float:
     """Short, so a SIGKILLed holder or a Redis restart frees it within seconds."""
     return max(10.0, 3 * settings.watcher_sweep_interval)
-
-
-@contextlib.contextmanager
-def _locked(rt: Runtime, name: str, ttl: float) -> Iterator[bool]:
-    lock = rt.redis.lock(name, timeout=ttl, blocking=False)
-    held = bool(lock.acquire(blocking=False))
-    try:
-        yield held
-    finally:
-        if held:
-            # Expired meanwhile, or Redis is down: the expiry frees it either way.
-            with contextlib.suppress(redis.exceptions.LockError, redis.exceptions.ConnectionError):
-                lock.release()

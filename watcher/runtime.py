@@ -16,17 +16,20 @@ import redis
 import requests
 from redis.sentinel import Sentinel
 
-from watcher.delivery.attempts import DeliveryPolicy, attempt_chunk
+from watcher.delivery.attempts import AttemptOutcome, DeliveryPolicy, attempt_chunk
 from watcher.delivery.engine import DeliveryEngine
-from watcher.delivery.ssrf import guarded_session
+from watcher.delivery.guarded_http import guarded_session
 from watcher.delivery.store import DeliveryStore
 from watcher.delivery.subscriptions import SubscriptionStore
 from watcher.durability import Durability
+from watcher.engine.hints import HintLedger
 from watcher.engine.list_health import ListHealth
+from watcher.engine.list_jobs import ListJobs
 from watcher.engine.schedule import PollPolicy
 from watcher.engine.store import PaymentStore
 from watcher.keys import Keys
-from watcher.settings import ConfigError, Settings, get_settings, mask_redis_url
+from watcher.redis_url_passwords import mask_redis_url
+from watcher.settings import ConfigError, Settings, get_settings
 from watcher.voltage.client import VoltageClient
 from watcher.voltage.purpose import Purpose
 from watcher.voltage.retry import RetryPolicy
@@ -88,6 +91,8 @@ class Runtime:
     deliveries: DeliveryStore
     delivery_policy: DeliveryPolicy
     list_health: ListHealth
+    list_jobs: ListJobs
+    hints: HintLedger
     clock: Callable[[], float] = time.time
     _voltage: VoltageClient | None = field(default=None, repr=False)
     _poll_voltage: VoltageClient | None = field(default=None, repr=False)
@@ -126,7 +131,17 @@ class Runtime:
                 base_backoff=settings.watcher_sweep_interval,
                 sweeps_enabled=settings.watcher_sweep_interval > 0,
             ),
+            list_jobs=ListJobs(client, keys),
+            hints=HintLedger(client, keys),
         )
+
+    def ping(self) -> None:
+        """Raises a RedisError unless the watcher's Redis answers."""
+        self.redis.ping()
+
+    def close(self) -> None:
+        """Let go of the Redis connections (the API app that made this runtime stops)."""
+        self.redis.close()
 
     def count_request(self, purpose: Purpose) -> None:
         """Every Voltage request, counted by why it was sent; counting never fails a call."""
@@ -160,7 +175,7 @@ class Runtime:
                 )
             return self._delivery_engine
 
-    def attempt_chunk(self, delivery_ids: list[str]) -> list[str]:
+    def attempt_chunk(self, delivery_ids: list[str]) -> list[AttemptOutcome]:
         """One subscriber's chunk, on a session of this thread's own: a shared Session's
         connection pool (10 per host) would be the bottleneck and drop connections."""
         session: requests.Session | None = getattr(self._thread_sessions, "session", None)

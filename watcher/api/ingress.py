@@ -24,15 +24,15 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from watcher.api.context import ApiContext, get_context
-from watcher.api.errors import ApiError, error_responses, log_failure
+from watcher.api.errors import ApiError, error_responses
+from watcher.api.failure_log import log_failure
 from watcher.api.ingress_guard import (
     fingerprints,
-    first_sighting,
     load_bounded,
     replay_ttl,
     take_read,
 )
-from watcher.api.models import IngressResult
+from watcher.api.response_models import IngressResult
 from watcher.engine.poller import poll_payment
 from watcher.engine.watching import watch_existing
 from watcher.ids import PAYMENT
@@ -60,13 +60,13 @@ class SignatureError(ValueError):
     """The webhook is not provably from Voltage; the message says why (never the secret)."""
 
 
-def sign(secret: str, body: bytes, timestamp: str) -> str:
+def sign_voltage_webhook(secret: str, body: bytes, timestamp: str) -> str:
     """What Voltage puts in `x-voltage-signature` for this body and timestamp."""
     mac = hmac.new(secret.encode("utf-8"), body + b"." + timestamp.encode("ascii"), hashlib.sha256)
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
-def verify(
+def verify_voltage_webhook(
     secret: str,
     body: bytes,
     *,
@@ -83,7 +83,7 @@ def verify(
         raise SignatureError(f"{HEADER_TIMESTAMP} is not unix seconds")
     if abs(now - int(stamp)) > tolerance:
         raise SignatureError(f"{HEADER_TIMESTAMP} is outside the {tolerance} s window")
-    expected = sign(secret, body, stamp).encode("ascii")
+    expected = sign_voltage_webhook(secret, body, stamp).encode("ascii")
     given = signature.strip().encode("utf-8", "surrogateescape")
     if not hmac.compare_digest(expected, given):
         raise SignatureError("the signature does not match the body")
@@ -155,7 +155,7 @@ Action = Literal["poll", "watch", "none"]
 def _decide(ctx: ApiContext, hint: Hint, names: list[str]) -> tuple[Action, str | None]:
     """What a verified hint may cost: a replay, or a hint in its payment's second, reads nothing."""
     rt = ctx.runtime
-    if not first_sighting(rt.redis, rt.store.keys, names, replay_ttl(ctx.webhook_tolerance)):
+    if not rt.hints.first_sighting(names, replay_ttl(ctx.webhook_tolerance)):
         return "none", "replay: this webhook was already received"
     action, reason = _action_for(ctx, hint)
     if action != "none" and not take_read(rt, hint.payment_id, poll=action == "poll"):
@@ -221,7 +221,7 @@ async def voltage_webhook(request: Request, ctx: Ctx, background: BackgroundTask
         )
     body = await request.body()
     try:
-        verify(
+        verify_voltage_webhook(
             secret.get_secret_value(),
             body,
             timestamp=request.headers.get(HEADER_TIMESTAMP),

@@ -2,8 +2,9 @@
 
 A captured, validly signed webhook stays valid for the whole tolerance window and each accepted
 one costs a Voltage read, so the ingress remembers what it has taken and rations reads per
-payment. Both memories live in Redis so they hold across API replicas. The depth check runs
-before `json.loads`, whose recursion would otherwise end in a RecursionError (a 500).
+payment. Both memories live in Redis (engine/hints.py), so they hold across API replicas. The
+depth check runs before `json.loads`, whose recursion would otherwise end in a RecursionError
+(a 500).
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import json
 import re
 from typing import Any
 
-import redis
-
 from watcher.api.errors import ApiError
-from watcher.keys import Keys
 from watcher.runtime import Runtime
 
 # Voltage's payloads nest about four levels; anything near the parser's recursion limit is hostile.
@@ -88,22 +86,13 @@ def replay_ttl(tolerance: int) -> int:
     return 2 * tolerance + REPLAY_MARGIN
 
 
-def first_sighting(client: redis.Redis, keys: Keys, names: list[str], ttl: int) -> bool:
-    """Remember every name of this webhook; True only if none of them was known before."""
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.set(keys.ingress_seen(name), "1", nx=True, ex=ttl)
-    return all(pipe.execute())
-
-
 def take_read(rt: Runtime, payment_id: str, *, poll: bool) -> bool:
     """Claim this second's Voltage read of a payment; False if a webhook already took it.
 
     A refused hint may carry news the earlier read missed, so a watched payment's next poll is
     pulled forward instead (never pushed back), and the poll schedule catches it up.
     """
-    key = rt.store.keys.ingress_read(payment_id)
-    if rt.redis.set(key, "1", nx=True, px=READ_INTERVAL_MS):
+    if rt.hints.take_read(payment_id, READ_INTERVAL_MS):
         return True
     if poll:
         rt.store.reschedule(payment_id, rt.clock() + DEFERRED_POLL, only_earlier=True)

@@ -2,18 +2,18 @@
 
 Every number lives in Redis already (schedules, counters, the outbox), written by whichever
 worker did the work, so a custom collector reads them when Prometheus scrapes instead of each
-process keeping its own partial counts. Scraping costs one pipelined round trip.
+process keeping its own partial counts. Each store counts its own (a pipelined round trip
+each), so nothing here knows a key.
 
-Not exported: a poll-latency histogram (polls are timed nowhere yet) and a gauge of current
-dead letters (`watcher_dead_letters_total` counts dead-letterings; re-sent ones are not
-subtracted).
+Not exported: a gauge of current dead letters (`watcher_dead_letters_total` counts
+dead-letterings; re-sent ones are not subtracted).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from dataclasses import dataclass
 
 import redis
 from prometheus_client import CollectorRegistry
@@ -25,6 +25,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+from watcher.delivery.history import DeliveryCounts
+from watcher.engine.history import PaymentCounts
 from watcher.logging import get_logger
 from watcher.runtime import Runtime
 from watcher.voltage.purpose import Purpose
@@ -69,6 +71,18 @@ _PLAIN = {
 }
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one scrape shows, as each store counts it."""
+
+    payments: PaymentCounts
+    deliveries: DeliveryCounts
+    subscriptions: int
+    counters: dict[str, int]
+    fallback: bool
+    poll_latency: tuple[list[tuple[str, int]], int, float]
+
+
 class WatcherCollector:
     """Reads the watcher's state from Redis at each scrape."""
 
@@ -91,120 +105,9 @@ class WatcherCollector:
         yield GaugeMetricFamily(
             "watcher_redis_up", "1 if the watcher's Redis answered this scrape", value=1
         )
-        yield from self._metrics(snapshot)
-
-    def _read(self) -> dict[str, Any]:
-        rt = self.runtime
-        keys = rt.store.keys
-        pipe = rt.redis.pipeline(transaction=False)
-        pipe.zcard(keys.poll_schedule)
-        pipe.zcard(keys.payments_index)
-        pipe.zcard(keys.subscriptions_index)
-        pipe.zcard(keys.deliver_schedule)
-        pipe.zcard(keys.retry_schedule)
-        pipe.zrange(keys.poll_schedule, 0, 0, withscores=True)
-        pipe.zrange(keys.deliver_schedule, 0, 0, withscores=True)
-        pipe.zrange(keys.retry_schedule, 0, 0, withscores=True)
-        pipe.hgetall(keys.counters)
-        pipe.xlen(keys.outbox)
-        pipe.hget(keys.list_health, "fallback_since")
-        answers = pipe.execute()
-        pending_fanout = 0
-        try:
-            info: Any = rt.redis.xpending(keys.outbox, keys.OUTBOX_GROUP)
-            pending_fanout = int(info.get("pending", 0))
-        except redis.ResponseError:
-            pending_fanout = 0  # no stream or no group yet: nothing pending
-        return {
-            "pending": int(answers[0]),
-            "watched": int(answers[1]),
-            "subscriptions": int(answers[2]),
-            "first_attempt": int(answers[3]),
-            "retry": int(answers[4]),
-            "oldest": {
-                "poll": _score(answers[5]),
-                "first_attempt": _score(answers[6]),
-                "retry": _score(answers[7]),
-            },
-            "counters": {k: int(v) for k, v in cast(dict[str, str], answers[8]).items()},
-            "outbox": int(answers[9]),
-            "unacknowledged": pending_fanout,
-            "fallback": bool(answers[10]) or not rt.list_health.sweeps_enabled,
-        }
-
-    def _metrics(self, snap: dict[str, Any]) -> Iterable[Metric]:
-        now = self.clock()
-        yield GaugeMetricFamily(
-            "watcher_pending_payments", "Payments on the poll schedule", value=snap["pending"]
-        )
-        yield GaugeMetricFamily(
-            "watcher_watched_payments", "Payments ever watched (kept)", value=snap["watched"]
-        )
-        yield GaugeMetricFamily(
-            "watcher_subscriptions", "Webhook subscriptions", value=snap["subscriptions"]
-        )
-        depth = GaugeMetricFamily(
-            "watcher_delivery_queue_depth",
-            "Deliveries scheduled (due or leased), by queue",
-            labels=["queue"],
-        )
-        depth.add_metric(["first_attempt"], snap["first_attempt"])
-        depth.add_metric(["retry"], snap["retry"])
-        yield depth
-        overdue = GaugeMetricFamily(
-            "watcher_oldest_overdue_seconds",
-            "How long the most overdue item of each schedule has been due (0 if none)",
-            labels=["schedule"],
-        )
-        for name, score in snap["oldest"].items():
-            overdue.add_metric([name], max(0.0, now - score) if score is not None else 0.0)
-        yield overdue
-        yield GaugeMetricFamily(
-            "watcher_outbox_events", "Events stored in the outbox stream", value=snap["outbox"]
-        )
-        yield GaugeMetricFamily(
-            "watcher_outbox_unacknowledged",
-            "Outbox events claimed by a fan-out but not acknowledged yet",
-            value=snap["unacknowledged"],
-        )
-        yield GaugeMetricFamily(
-            "watcher_detection_fallback",
-            "1 while list calls fail and pending payments are polled one by one instead",
-            value=1 if snap["fallback"] else 0,
-        )
-
-        counters: dict[str, int] = snap["counters"]
-        families: dict[str, CounterMetricFamily] = {}
-        for prefix, (name, label, doc) in _LABELLED.items():
-            families[prefix] = CounterMetricFamily(name, doc, labels=[label])
-        other = CounterMetricFamily(
-            "watcher_counter", "Other counters the watcher keeps", labels=["name"]
-        )
-        plain_seen: set[str] = set()
-        for prefix, labels in _ALWAYS.items():
-            for label in labels:
-                counters.setdefault(f"{prefix}:{label}", 0)
-        for key, value in sorted(counters.items()):
-            prefix, sep, rest = key.partition(":")
-            if sep and prefix in families:
-                families[prefix].add_metric([rest], value)
-            elif key in _PLAIN:
-                name, doc = _PLAIN[key]
-                plain_seen.add(key)
-                yield CounterMetricFamily(name, doc, value=value)
-            else:
-                other.add_metric([key], value)
-        for key, (name, doc) in _PLAIN.items():
-            if key not in plain_seen:
-                yield CounterMetricFamily(name, doc, value=0)
-        yield from families.values()
-        yield CounterMetricFamily(
-            "watcher_dead_letters",
-            "Deliveries dead-lettered (out of attempts, or their subscription is gone)",
-            value=counters.get("deliveries:dead", 0),
-        )
-        yield other
-        buckets, _count, total = self.runtime.store.latency_histogram("poll")
+        yield from _gauges(snapshot, self.clock())
+        yield from _counters(snapshot.counters)
+        buckets, _count, total = snapshot.poll_latency
         yield HistogramMetricFamily(
             "watcher_poll_duration_seconds",
             "Time one poll spent reading the payment from Voltage (retries included)",
@@ -212,10 +115,98 @@ class WatcherCollector:
             sum_value=total,
         )
 
+    def _read(self) -> Snapshot:
+        rt = self.runtime
+        return Snapshot(
+            payments=rt.store.history.counts(),
+            deliveries=rt.deliveries.history.counts(),
+            subscriptions=rt.subscriptions.count(),
+            counters=rt.store.counters(),
+            fallback=rt.list_health.in_fallback(),
+            poll_latency=rt.store.latency_histogram("poll"),
+        )
 
-def _score(pairs: Any) -> float | None:
-    items = cast(list[tuple[str, float]], pairs)
-    return float(items[0][1]) if items else None
+
+def _gauges(snap: Snapshot, now: float) -> Iterable[Metric]:
+    payments, deliveries = snap.payments, snap.deliveries
+    yield GaugeMetricFamily(
+        "watcher_pending_payments", "Payments on the poll schedule", value=payments.pending
+    )
+    yield GaugeMetricFamily(
+        "watcher_watched_payments", "Payments ever watched (kept)", value=payments.watched
+    )
+    yield GaugeMetricFamily(
+        "watcher_subscriptions", "Webhook subscriptions", value=snap.subscriptions
+    )
+    depth = GaugeMetricFamily(
+        "watcher_delivery_queue_depth",
+        "Deliveries scheduled (due or leased), by queue",
+        labels=["queue"],
+    )
+    depth.add_metric(["first_attempt"], deliveries.first_attempt)
+    depth.add_metric(["retry"], deliveries.retry)
+    yield depth
+    overdue = GaugeMetricFamily(
+        "watcher_oldest_overdue_seconds",
+        "How long the most overdue item of each schedule has been due (0 if none)",
+        labels=["schedule"],
+    )
+    due = {
+        "poll": payments.next_poll_at,
+        "first_attempt": deliveries.first_attempt_due,
+        "retry": deliveries.retry_due,
+    }
+    for name, score in due.items():
+        overdue.add_metric([name], max(0.0, now - score) if score is not None else 0.0)
+    yield overdue
+    yield GaugeMetricFamily(
+        "watcher_outbox_events", "Events stored in the outbox stream", value=deliveries.events
+    )
+    yield GaugeMetricFamily(
+        "watcher_outbox_unacknowledged",
+        "Outbox events claimed by a fan-out but not acknowledged yet",
+        value=deliveries.unacknowledged,
+    )
+    yield GaugeMetricFamily(
+        "watcher_detection_fallback",
+        "1 while list calls fail and pending payments are polled one by one instead",
+        value=1 if snap.fallback else 0,
+    )
+
+
+def _counters(counters: dict[str, int]) -> Iterable[Metric]:
+    """The counters hash as Prometheus counters: labelled families by prefix, plain ones by
+    name (at 0 until counted), and the rest under `watcher_counter{name=...}`."""
+    families = {
+        prefix: CounterMetricFamily(name, doc, labels=[label])
+        for prefix, (name, label, doc) in _LABELLED.items()
+    }
+    other = CounterMetricFamily(
+        "watcher_counter", "Other counters the watcher keeps", labels=["name"]
+    )
+    counters = dict(counters)
+    for prefix, labels in _ALWAYS.items():
+        for label in labels:
+            counters.setdefault(f"{prefix}:{label}", 0)
+    for key, value in sorted(counters.items()):
+        prefix, sep, rest = key.partition(":")
+        if sep and prefix in families:
+            families[prefix].add_metric([rest], value)
+        elif key in _PLAIN:
+            name, doc = _PLAIN[key]
+            yield CounterMetricFamily(name, doc, value=value)
+        else:
+            other.add_metric([key], value)
+    for key, (name, doc) in _PLAIN.items():
+        if key not in counters:
+            yield CounterMetricFamily(name, doc, value=0)
+    yield from families.values()
+    yield CounterMetricFamily(
+        "watcher_dead_letters",
+        "Deliveries dead-lettered (out of attempts, or their subscription is gone)",
+        value=counters.get("deliveries:dead", 0),
+    )
+    yield other
 
 
 def build_registry(runtime: Runtime) -> CollectorRegistry:

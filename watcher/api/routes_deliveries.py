@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -10,24 +9,25 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query
 
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import error_responses, invalid, not_found
-from watcher.api.models import (
-    DeliveryDetail,
+from watcher.api.field_types import (
     DeliveryIdText,
-    DeliveryOut,
-    DeliveryPage,
     DeliveryStatus,
     EventIdText,
-    EventOut,
-    EventPage,
     EventTypeName,
     PaymentIdText,
     Rfc3339,
     StreamCursor,
     SubscriptionIdText,
 )
-from watcher.api.pagination import stream_page, zset_page
+from watcher.api.pagination import cursor_checked
+from watcher.api.response_models import (
+    DeliveryDetail,
+    DeliveryOut,
+    DeliveryPage,
+    EventOut,
+    EventPage,
+)
 from watcher.delivery.store import Delivery
-from watcher.engine.records import iso_timestamp
 from watcher.logging import get_logger
 
 log = get_logger(__name__)
@@ -66,27 +66,16 @@ def list_deliveries(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> DeliveryPage:
-    deliveries = ctx.runtime.deliveries
-    key = (
-        deliveries.keys.subscription_deliveries(subscription_id)
-        if subscription_id
-        else deliveries.keys.deliveries_index
-    )
 
     def keep(delivery: Delivery) -> bool:
         if status is not None and delivery.status != status:
             return False
         return event_id is None or delivery.event_id == event_id
 
-    items, next_cursor = zset_page(
-        deliveries.redis,
-        key,
-        cursor=cursor,
-        limit=limit,
-        newest_first=True,
-        load=deliveries.get_many,
-        keep=keep,
-    )
+    with cursor_checked():
+        items, next_cursor = ctx.runtime.deliveries.history.page(
+            subscription_id=subscription_id, cursor=cursor, limit=limit, keep=keep
+        )
     return DeliveryPage(items=[delivery_out(d) for d in items], next_cursor=next_cursor)
 
 
@@ -131,24 +120,6 @@ def _ms(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000) if value is not None else None
 
 
-def event_out(entry_id: str, fields: dict[str, str]) -> EventOut:
-    try:
-        body = json.loads(fields.get("body") or "{}")
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {"value": body}
-    millis = int(entry_id.split("-", maxsplit=1)[0])
-    return EventOut(
-        id=fields.get("event_id", ""),
-        type=fields.get("type", ""),
-        payment_id=fields.get("payment_id") or None,
-        subscription_id=fields.get("target") or None,
-        created_at=iso_timestamp(millis / 1000),
-        body=body,
-    )
-
-
 @router.get(
     "/events",
     response_model=EventPage,
@@ -182,21 +153,15 @@ def list_events(
     if since_ms is not None and until_ms is not None and until_ms < since_ms:
         raise invalid("query.until", "must not be before `since`")
 
-    def keep(_entry_id: str, fields: dict[str, str]) -> bool:
-        if type is not None and fields.get("type") != type:
-            return False
-        return payment_id is None or fields.get("payment_id") == payment_id
-
-    store = ctx.runtime.store
-    entries, next_cursor = stream_page(
-        store.redis,
-        store.keys.outbox,
-        cursor=cursor,
-        limit=limit,
-        newest_first=order == "desc",
-        since_ms=since_ms,
-        until_ms=until_ms,
-        keep=keep,
-    )
-    items: list[EventOut] = [event_out(entry_id, fields) for entry_id, fields in entries]
+    with cursor_checked():
+        events, next_cursor = ctx.runtime.deliveries.history.event_page(
+            cursor=cursor,
+            limit=limit,
+            newest_first=order == "desc",
+            event_type=type,
+            payment_id=payment_id,
+            since_ms=since_ms,
+            until_ms=until_ms,
+        )
+    items = [EventOut.model_validate(event) for event in events]
     return EventPage(items=items, next_cursor=next_cursor)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError, error_responses
 from watcher.api.metrics import CONTENT_TYPE, render
-from watcher.api.models import Health, Ready
+from watcher.api.response_models import Health, Ready
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +30,7 @@ async def healthz() -> Health:
 )
 def readyz(ctx: Ctx) -> Ready:
     try:
-        ctx.runtime.redis.ping()
+        ctx.runtime.ping()
     except redis.RedisError as exc:
         raise ApiError(
             503,

@@ -7,22 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
 from watcher.api.context import ApiContext, get_context
-from watcher.api.errors import error_responses, invalid, not_found, voltage_error
-from watcher.api.models import (
-    PaymentCreate,
-    PaymentDetail,
-    PaymentIdText,
-    PaymentOut,
-    PaymentPage,
-    PaymentStatusName,
-    QueryBool,
-    Transition,
-    WatchRequest,
-)
-from watcher.api.pagination import zset_page
-from watcher.engine.records import PaymentRecord, iso_timestamp, transition_out
+from watcher.api.dependency_errors import voltage_error
+from watcher.api.errors import error_responses, invalid, not_found
+from watcher.api.field_types import PaymentIdText, PaymentStatusName, QueryBool
+from watcher.api.pagination import cursor_checked
+from watcher.api.request_models import PaymentCreate, WatchRequest
+from watcher.api.response_models import PaymentDetail, PaymentOut, PaymentPage, Transition
+from watcher.engine.records import PaymentRecord, transition_out
 from watcher.engine.watching import create_and_watch, watch_existing
 from watcher.logging import get_logger
+from watcher.timing import iso_timestamp
 from watcher.voltage.errors import VoltageError
 
 log = get_logger(__name__)
@@ -110,22 +104,14 @@ def list_payments(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> PaymentPage:
-    store = ctx.runtime.store
 
     def keep(record: PaymentRecord) -> bool:
         if status is not None and record.status != status:
             return False
         return watching is None or record.is_watching == watching
 
-    items, next_cursor = zset_page(
-        store.redis,
-        store.keys.payments_index,
-        cursor=cursor,
-        limit=limit,
-        newest_first=True,
-        load=store.get_many,
-        keep=keep,
-    )
+    with cursor_checked():
+        items, next_cursor = ctx.runtime.store.history.page(cursor=cursor, limit=limit, keep=keep)
     return PaymentPage(items=[payment_out(r) for r in items], next_cursor=next_cursor)
 
 

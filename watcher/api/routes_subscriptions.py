@@ -8,28 +8,25 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError, error_responses, invalid, not_found
-from watcher.api.models import (
-    QueryBool,
-    RecoverRequest,
+from watcher.api.field_types import QueryBool, SubscriptionIdText
+from watcher.api.pagination import cursor_checked
+from watcher.api.request_models import RecoverRequest, SubscriptionCreate, SubscriptionUpdate
+from watcher.api.response_models import (
     RecoverResult,
     RotatedSecret,
-    SubscriptionCreate,
-    SubscriptionIdText,
     SubscriptionOut,
     SubscriptionPage,
-    SubscriptionUpdate,
     SubscriptionWithSecret,
     TestEventResult,
 )
-from watcher.api.pagination import zset_page
 from watcher.delivery.store import delivery_id_for
 from watcher.delivery.subscriptions import (
     InvalidSubscription,
     Subscription,
     SubscriptionNotFound,
 )
-from watcher.engine.records import iso_timestamp
 from watcher.logging import get_logger
+from watcher.timing import iso_timestamp
 
 log = get_logger(__name__)
 
@@ -95,26 +92,10 @@ def list_subscriptions(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> SubscriptionPage:
-    subs = ctx.runtime.subscriptions
-
-    def load(ids: Any) -> list[Subscription | None]:
-        found: list[Subscription | None] = []
-        for sub_id in ids:
-            try:
-                found.append(subs.get(sub_id))
-            except SubscriptionNotFound:
-                found.append(None)
-        return found
-
-    items, next_cursor = zset_page(
-        subs.redis,
-        subs.keys.subscriptions_index,
-        cursor=cursor,
-        limit=limit,
-        newest_first=False,
-        load=load,
-        keep=lambda sub: enabled is None or sub.enabled == enabled,
-    )
+    with cursor_checked():
+        items, next_cursor = ctx.runtime.subscriptions.cursor_page(
+            cursor=cursor, limit=limit, keep=lambda sub: enabled is None or sub.enabled == enabled
+        )
     return SubscriptionPage(items=[subscription_out(s) for s in items], next_cursor=next_cursor)
 
 

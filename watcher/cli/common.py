@@ -79,7 +79,7 @@ def runtime_or_exit(*, need_voltage: bool = False) -> Runtime:
         click.echo(f"watcher: {exc}", err=True)
         sys.exit(2)
     try:
-        rt.redis.ping()  # before any work, so nothing is half done when Redis is not there
+        rt.ping()  # before any work, so nothing is half done when Redis is not there
     except REDIS_FAILURES as exc:
         redis_failure_exit(settings, exc)
     return rt

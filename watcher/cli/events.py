@@ -18,27 +18,10 @@ from watcher.delivery.subscriptions import PAYMENT_EVENT_TYPES, TEST_EVENT_TYPE
 @click.option("--json", "as_json", is_flag=True, help="Full events (with bodies) as JSON.")
 def events(event_type: str | None, payment_id: str | None, limit: int, as_json: bool) -> None:
     """The newest events first."""
-    from watcher.api.pagination import stream_page
-    from watcher.api.routes_deliveries import event_out
-
     rt = runtime_or_exit()
-
-    def keep(_entry_id: str, fields: dict[str, str]) -> bool:
-        if event_type is not None and fields.get("type") != event_type:
-            return False
-        return payment_id is None or fields.get("payment_id") == payment_id
-
-    entries, _ = stream_page(
-        rt.redis,
-        rt.store.keys.outbox,
-        cursor=None,
-        limit=limit,
-        newest_first=True,
-        since_ms=None,
-        until_ms=None,
-        keep=keep,
+    rows, _ = rt.deliveries.history.event_page(
+        cursor=None, limit=limit, newest_first=True, event_type=event_type, payment_id=payment_id
     )
-    rows = [event_out(entry_id, fields).model_dump(mode="json") for entry_id, fields in entries]
     if as_json:
         echo_json(rows)
     else:

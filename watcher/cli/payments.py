@@ -7,8 +7,9 @@ import click
 from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
 from watcher.cli.params import PAYMENT_ID
 from watcher.engine.list_health import HealthState
-from watcher.engine.records import iso_timestamp, transition_out
+from watcher.engine.records import transition_out
 from watcher.engine.watching import create_and_watch, watch_existing
+from watcher.timing import iso_timestamp
 from watcher.voltage.errors import VoltageError, VoltageNotFound
 from watcher.voltage.purpose import Purpose
 

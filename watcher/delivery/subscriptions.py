@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -19,6 +19,8 @@ from watcher.delivery.signing import generate_secret
 from watcher.delivery.ssrf import UnsafeURLError, check_url
 from watcher.durability import Durability
 from watcher.keys import Keys
+from watcher.paging import zset_page
+from watcher.timing import iso_timestamp
 
 PAYMENT_EVENT_TYPES = ("payment.completed", "payment.failed", "payment.expired")
 TEST_EVENT_TYPE = "webhook.test"
@@ -79,8 +81,6 @@ class Subscription:
 
     def to_public(self) -> dict[str, Any]:
         """What the API shows: everything but the secrets."""
-        from watcher.engine.records import iso_timestamp
-
         return {
             "id": self.id,
             "url": self.url,
@@ -237,23 +237,37 @@ class SubscriptionStore:
             list[str],
             self.redis.zrange(self.keys.subscriptions_index, offset, offset + limit - 1),
         )
-        found = []
-        for sub_id in ids:
-            try:
-                found.append(self.get(sub_id))
-            except SubscriptionNotFound:
-                continue
-        return found
+        return [sub for sub in self.get_many(ids) if sub is not None]
+
+    def get_many(self, subscription_ids: Sequence[str]) -> list[Subscription | None]:
+        """Several subscriptions in one round trip, in the order asked (None where missing)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sub_id in subscription_ids:
+            pipe.hgetall(self.keys.subscription(sub_id))
+        found = cast(list[dict[str, str]], pipe.execute())
+        return [Subscription.from_hash(data) if data else None for data in found]
+
+    def cursor_page(
+        self, *, cursor: str | None, limit: int, keep: Callable[[Subscription], bool]
+    ) -> tuple[list[Subscription], str | None]:
+        """Subscriptions oldest first, filtered by `keep`; raises CursorError."""
+        return zset_page(
+            self.redis,
+            self.keys.subscriptions_index,
+            cursor=cursor,
+            limit=limit,
+            newest_first=False,
+            load=self.get_many,
+            keep=keep,
+        )
+
+    def count(self) -> int:
+        return int(self.redis.zcard(self.keys.subscriptions_index))
 
     def all_enabled(self) -> list[Subscription]:
         """Every enabled subscription, in one round trip (fan-out reads them per batch)."""
         ids = cast(list[str], self.redis.zrange(self.keys.subscriptions_index, 0, -1))
-        pipe = self.redis.pipeline(transaction=False)
-        for sub_id in ids:
-            pipe.hgetall(self.keys.subscription(sub_id))
-        found = cast(list[dict[str, str]], pipe.execute())
-        subs = [Subscription.from_hash(data) for data in found if data]
-        return [sub for sub in subs if sub.enabled]
+        return [sub for sub in self.get_many(ids) if sub is not None and sub.enabled]
 
     def update(
         self,

@@ -9,13 +9,13 @@ in Redis, so the beat that sweeps and the workers that poll agree on it.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import cast
 
 import redis
 
 from watcher.keys import Keys
+from watcher.timing import stretched
 
 # Between list attempts while they fail: doubling from the sweep interval up to this. Short,
 # because while the list fails every pending payment is polled instead: one probe costs far
@@ -96,7 +96,7 @@ class ListHealth:
         backoff = min(MAX_LIST_BACKOFF, self.base_backoff * 2 ** min(int(failures) - 1, 10))
         if retry_after is not None:
             backoff = max(backoff, min(retry_after, RETRY_AFTER_CAP))
-        backoff *= 1 + random.uniform(0, 0.1)
+        backoff = stretched(backoff, 0.1)
         if not fallback_since and failing_for < self.fallback_after:
             # Probe again when the fallback is due, so it starts on time, not a backoff late
             # (the fault suite saw 9 s outages end before the doubling probes noticed 5 s).

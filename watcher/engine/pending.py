@@ -1,6 +1,7 @@
 """The index of pending payments by Voltage's creation time, and what the sweeps ask of the
-pending set: which of a page's payments are pending here, where list windows start, and (for
-the fallback) bringing every pending payment's next read forward."""
+pending set: which of a page's payments are pending here, where list windows start (the
+oldest pending payment, the fast sweep's watermark), and (for the fallback) bringing every
+pending payment's next read forward."""
 
 from __future__ import annotations
 
@@ -85,6 +86,17 @@ class PendingIndex:
                 pipe.zadd(self.keys.poll_schedule, {payment_id: at}, xx=True, lt=True)
             pipe.execute()
             moved += len(later)
+
+    def watermark(self) -> float | None:
+        """The newest `updated_at` a fast sweep has seen: where the next one stops paging."""
+        raw = cast(str | None, self.redis.hget(self.keys.sweep_state, "watermark"))
+        return float(raw) if raw else None
+
+    def note_sweep(self, now: float, seen: int) -> None:
+        """When the last fast sweep ran and how many payments it looked at."""
+        self.redis.hset(
+            self.keys.sweep_state, mapping={"last_sweep_at": repr(now), "last_seen": seen}
+        )
 
     def raise_watermark(self, value: float) -> float:
         """The fast sweep's watermark only ever rises, whichever sweep finishes last."""

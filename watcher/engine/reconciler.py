@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, cast
 
+from watcher.engine.list_jobs import ListJobs
 from watcher.engine.store import PaymentStore
 from watcher.engine.sweeper import PaymentLister
 from watcher.logging import get_logger
 from watcher.voltage.errors import VoltageError
+from watcher.voltage.filters import PaymentFilter
 from watcher.voltage.purpose import Purpose
 
 log = get_logger(__name__)
@@ -42,6 +43,7 @@ class ReconcileStep:
 
 def reconcile_step(
     store: PaymentStore,
+    jobs: ListJobs,
     voltage: PaymentLister,
     *,
     now: float,
@@ -51,25 +53,21 @@ def reconcile_step(
     page_size: int = 100,
 ) -> ReconcileStep:
     """Read the next page of the pass in progress, or start one when it is due."""
-    key = store.keys.reconcile_state
-    state = cast(dict[str, str], store.redis.hgetall(key))
-    if not state.get("start"):
-        last = float(state.get("started_at") or 0.0)
-        oldest = store.pending.oldest_created() if now >= last + interval else None
-        if oldest is None:
-            return ReconcileStep(StepOutcome.IDLE, [])
-        state = {"start": repr(oldest - overlap), "started_at": repr(now), "pages": "0"}
-        store.redis.hset(key, mapping=cast(Any, state))
-    start = float(state["start"])
+    state = _pass_in_progress(store, jobs, now=now, interval=interval, overlap=overlap)
+    if state is None:
+        return ReconcileStep(StepOutcome.IDLE, [])
     try:
-        page = voltage.list_payments(
-            cursor=state.get("cursor") or None,
-            limit=page_size,
+        created_since = PaymentFilter(
             direction="receive",
             wallet_id=wallet_id,
             sort_key="created_at",
             sort_order="ASC",
-            start_date=datetime.fromtimestamp(start, tz=UTC),
+            start_date=datetime.fromtimestamp(float(state["start"]), tz=UTC),
+        )
+        page = voltage.list_payments(
+            created_since,
+            cursor=state.get("cursor") or None,
+            limit=page_size,
             purpose=Purpose.RECONCILE,
         )
     except VoltageError as exc:
@@ -77,23 +75,37 @@ def reconcile_step(
             raise
         # A cursor Voltage no longer takes: go on from the last creation time we reached.
         resume = state.get("last_created") or state["start"]
-        store.redis.hset(key, mapping={"start": resume, "cursor": ""})
+        jobs.note_reconcile_pass({"start": resume, "cursor": ""})
         log.warning("reconciliation cursor refused; resuming by date", error=str(exc))
         return ReconcileStep(StepOutcome.RESTARTED, [])
     finals = [p.id for p in page.items if p.is_final]
     candidates = store.pending.among(finals)
     created = [p.created_at.timestamp() for p in page.items if p.created_at is not None]
     store.count("reconcile_pages")
+    pages = int(state.get("pages", 0)) + 1
     if page.has_more and page.next_cursor:
-        progress = {"cursor": page.next_cursor, "pages": str(int(state.get("pages", 0)) + 1)}
+        progress = {"cursor": page.next_cursor, "pages": str(pages)}
         if created:
             progress["last_created"] = repr(max(created))
-        store.redis.hset(key, mapping=cast(Any, progress))
+        jobs.note_reconcile_pass(progress)
         return ReconcileStep(StepOutcome.PAGE, candidates, len(page.items))
-    store.redis.hdel(key, "start", "cursor", "last_created")
-    store.redis.hset(
-        key,
-        mapping={"last_pass_pages": int(state.get("pages", 0)) + 1, "last_pass_done_at": repr(now)},
-    )
+    jobs.end_reconcile_pass(pages=pages, now=now)
     store.count("reconcile_passes")
     return ReconcileStep(StepOutcome.PASS_DONE, candidates, len(page.items))
+
+
+def _pass_in_progress(
+    store: PaymentStore, jobs: ListJobs, *, now: float, interval: float, overlap: float
+) -> dict[str, str] | None:
+    """The pass in progress; a new one when the last began `interval` ago and something is
+    pending (it starts `overlap` before the oldest pending payment was created); else None."""
+    state = jobs.reconcile_pass()
+    if state.get("start"):
+        return state
+    last = float(state.get("started_at") or 0.0)
+    oldest = store.pending.oldest_created() if now >= last + interval else None
+    if oldest is None:
+        return None
+    state = {"start": repr(oldest - overlap), "started_at": repr(now), "pages": "0"}
+    jobs.note_reconcile_pass(state)
+    return state

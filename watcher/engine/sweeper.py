@@ -12,11 +12,11 @@ payments it saw final that are pending here. Each is read by id before anything 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from watcher.engine.store import PaymentStore
 from watcher.logging import get_logger
+from watcher.voltage.filters import PaymentFilter
 from watcher.voltage.models import FINAL_STATUSES, PaymentList
 from watcher.voltage.purpose import Purpose
 
@@ -24,21 +24,18 @@ log = get_logger(__name__)
 
 # Without a watermark or a pending payment to start from, look back this far.
 FIRST_SWEEP_LOOKBACK = 600.0
-FINAL_FILTER = [str(status) for status in sorted(FINAL_STATUSES)]
+RECENT_FINALS = PaymentFilter(
+    statuses=sorted(FINAL_STATUSES), direction="receive", sort_key="updated_at", sort_order="DESC"
+)
 
 
 class PaymentLister(Protocol):
     def list_payments(
         self,
+        filters: PaymentFilter = ...,
         *,
         cursor: str | None = None,
         limit: int = 100,
-        statuses: list[str] | None = None,
-        direction: str | None = None,
-        wallet_id: str | None = None,
-        sort_key: str | None = None,
-        sort_order: str | None = None,
-        start_date: datetime | None = None,
         purpose: Purpose = ...,
     ) -> PaymentList: ...
 
@@ -55,8 +52,7 @@ class SweepResult:
 def sweep_floor(store: PaymentStore, *, now: float, overlap: float) -> float:
     """How far back this sweep pages: the watermark minus the overlap, but never before the
     oldest pending payment was created (nothing older can concern us)."""
-    raw = store.redis.hget(store.keys.sweep_state, "watermark")
-    watermark = float(raw) if raw else None
+    watermark = store.pending.watermark()
     oldest = store.pending.oldest_created()
     bounds = [b - overlap for b in (watermark, oldest) if b is not None]
     return max(bounds) if bounds else now - overlap - FIRST_SWEEP_LOOKBACK
@@ -79,17 +75,9 @@ def sweep_recent_finals(
     cursor: str | None = None
     pages = seen = 0
     reached_floor = False
+    filters = RECENT_FINALS.with_fields(wallet_id=wallet_id)
     while pages < max_pages:
-        page = voltage.list_payments(
-            cursor=cursor,
-            limit=page_size,
-            statuses=FINAL_FILTER,
-            direction="receive",
-            wallet_id=wallet_id,
-            sort_key="updated_at",
-            sort_order="DESC",
-            purpose=Purpose.SWEEP,
-        )
+        page = voltage.list_payments(filters, cursor=cursor, limit=page_size, purpose=Purpose.SWEEP)
         pages += 1
         for payment in page.items:
             updated = payment.updated_at.timestamp() if payment.updated_at else None
@@ -108,9 +96,7 @@ def sweep_recent_finals(
         cursor = page.next_cursor
     candidates = store.pending.among(list(reported))
     watermark = store.pending.raise_watermark(newest) if newest is not None else None
-    store.redis.hset(
-        store.keys.sweep_state, mapping={"last_sweep_at": repr(now), "last_seen": seen}
-    )
+    store.pending.note_sweep(now, seen)
     store.count("sweeps")
     if not reached_floor:
         store.count("sweep_page_limit")

@@ -1,15 +1,20 @@
 """Entry points that start a watch: create a receive and watch it, or adopt an existing id.
-The HTTP API and the CLI call these."""
+The HTTP API and the CLI call these with the process's runtime."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from watcher.engine.list_health import ListHealth
 from watcher.engine.records import PaymentRecord
+from watcher.engine.schedule import PollPolicy
+from watcher.engine.store import PaymentStore
 from watcher.logging import get_logger
-from watcher.runtime import Runtime
+from watcher.settings import Settings
+from watcher.voltage.client import VoltageClient
 from watcher.voltage.errors import VoltageError
 from watcher.voltage.limits import (
     MAX_AMOUNT_MSATS,
@@ -31,6 +36,24 @@ CLIENT_ID_NAMESPACE = uuid.UUID("5b0e4a8e-51c4-4b55-9a51-5e2b9f2a8d01")
 # the dispatcher's reach meanwhile (bench.detection saw 33 reads of 1,000 fresh payments
 # claimed in that gap), and soon enough if the process dies in between.
 PROVISIONAL_FIRST_READ = 5.0
+
+
+class Wiring(Protocol):
+    """What starting a watch needs of the process's wiring (watcher.runtime.Runtime), named
+    here so the engine does not import the wiring module above it."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def store(self) -> PaymentStore: ...
+    @property
+    def policy(self) -> PollPolicy: ...
+    @property
+    def list_health(self) -> ListHealth: ...
+    @property
+    def voltage(self) -> VoltageClient: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
 
 
 def payment_id_for_client_id(wallet_id: str, client_id: str) -> str:
@@ -128,7 +151,7 @@ class WatchResult:
 
 
 def create_and_watch(
-    rt: Runtime,
+    rt: Wiring,
     *,
     amount_msats: int | None,
     description: str | None = None,
@@ -153,12 +176,9 @@ def create_and_watch(
     if not wallet:
         raise ValueError("wallet_id: no wallet given and VOLTAGE_WALLET_ID is not set")
     payment_id = payment_id_for_client_id(wallet, client_id) if client_id else str(uuid.uuid4())
-    existing = rt.store.get(payment_id)
+    existing = _already_watched(rt, payment_id)
     if existing is not None:
-        # Maybe stored by an attempt whose replica wait fell short: confirm it now.
-        rt.store.ensure_replicated(payment_id, rt.clock())
-        return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
-
+        return existing
     rt.voltage.submit_receive(
         wallet_id=wallet,
         amount_msats=amount_msats,
@@ -192,13 +212,11 @@ def create_and_watch(
     )
 
 
-def watch_existing(rt: Runtime, payment_id: str) -> WatchResult:
+def watch_existing(rt: Wiring, payment_id: str) -> WatchResult:
     """Adopt a payment created elsewhere. Raises VoltageNotFound if Voltage does not know it."""
-    existing = rt.store.get(payment_id)
+    existing = _already_watched(rt, payment_id)
     if existing is not None:
-        # Maybe stored by an attempt whose replica wait fell short: confirm it now.
-        rt.store.ensure_replicated(payment_id, rt.clock())
-        return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
+        return existing
     payment = rt.voltage.get_payment(payment_id, purpose=Purpose.ADOPT)
     now = rt.clock()
     created = rt.store.adopt(
@@ -209,7 +227,16 @@ def watch_existing(rt: Runtime, payment_id: str) -> WatchResult:
     return WatchResult(record, created=created, invoice_ready=bool(record.payment_request))
 
 
-def _first_read_scheduled(rt: Runtime, payment_id: str, now: float, created: bool) -> PaymentRecord:
+def _already_watched(rt: Wiring, payment_id: str) -> WatchResult | None:
+    existing = rt.store.get(payment_id)
+    if existing is None:
+        return None
+    # Maybe stored by an attempt whose replica wait fell short: confirm it now.
+    rt.store.ensure_replicated(payment_id, rt.clock())
+    return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
+
+
+def _first_read_scheduled(rt: Wiring, payment_id: str, now: float, created: bool) -> PaymentRecord:
     """A payment with its invoice needs no read of its own until it expires (sweeps detect);
     one still without it is read back soon. Adopt scheduled it provisionally."""
     record = rt.store.get(payment_id)

@@ -13,13 +13,13 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
-from tests.receiver import Answer, Receiver
 from watcher.delivery.attempts import DeliveryPolicy, attempt_delivery
-from watcher.delivery.ssrf import guarded_session
+from watcher.delivery.guarded_http import guarded_session
 from watcher.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED, DeliveryStore
 from watcher.delivery.subscriptions import SubscriptionStore
 from watcher.engine.store import PaymentStore
 from watcher.keys import Keys
+from watcher.receiver import Answer, Receiver
 from watcher.redis_server import free_port
 from watcher.voltage.models import Payment
 

@@ -10,9 +10,10 @@ from celery import Task
 
 from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
 from watcher.delivery.attempts import SLOT_WAIT, group_by_subscription
+from watcher.delivery.engine import Admission
+from watcher.delivery.retention import forget_old
 from watcher.engine.dispatcher import dispatch_due_polls
-from watcher.engine.poller import poll_payment
-from watcher.engine.retention import forget_old
+from watcher.engine.poller import PollResult, poll_record
 from watcher.logging import bind, get_logger, unbind
 from watcher.runtime import Runtime, get_runtime
 
@@ -68,18 +69,21 @@ def dispatch_due_polls_now(rt: Runtime) -> int:
 
 @app.task(name="watcher.poll_payments", ignore_result=True)
 def poll_payments(payment_ids: list[str]) -> int:
-    """Poll a chunk of payments; one failing payment never stops the others."""
+    """Poll a chunk of payments; one failing payment never stops the others. The chunk's
+    records are read in one round trip; each poll then makes one write."""
     rt = get_runtime()
     done = final = 0
     fallback = rt.list_health.in_fallback()
-    for payment_id in payment_ids:
+    records = rt.store.get_many(payment_ids)
+    for payment_id, record in zip(payment_ids, records, strict=True):
         bind(payment_id=payment_id)
         try:
-            outcome = poll_payment(
-                rt.store, rt.poll_voltage, rt.policy, payment_id, rt.clock(), fallback=fallback
-            )
+            outcome = poll_record(
+                rt.store, rt.poll_voltage, rt.policy, payment_id, record, rt.clock(),
+                fallback=fallback,
+            )  # fmt: skip
             done += 1
-            final += outcome.outcome == "final"
+            final += outcome.outcome == PollResult.FINAL
         except Exception:
             # Redis down or a bug: the lease brings the payment back; log and go on.
             log.exception("poll crashed", payment_id=payment_id)
@@ -102,12 +106,10 @@ def dispatch_due_deliveries_now(rt: Runtime) -> int:
     now = rt.clock()
     lease = rt.delivery_policy.lease
     sent = 0
-    keys = rt.deliveries.keys
-    for schedule, queue in (
-        (keys.deliver_schedule, QUEUE_DELIVER),
-        (keys.retry_schedule, QUEUE_RETRY),
-    ):
-        claimed = rt.deliveries.claim_due(schedule, now, lease, rt.settings.watcher_dispatch_batch)
+    first, retries = rt.deliveries.claim_due_attempts(
+        now, lease, rt.settings.watcher_dispatch_batch
+    )
+    for claimed, queue in ((first, QUEUE_DELIVER), (retries, QUEUE_RETRY)):
         for chunk in group_by_subscription(
             rt.deliveries, claimed, rt.settings.watcher_delivery_chunk
         ):
@@ -145,7 +147,13 @@ def deliver(delivery_ids: list[str], subscription_id: str | None = None) -> bool
     if subscription_id is None:  # a message from before chunks named their subscriber
         (chunk,) = group_by_subscription(rt.deliveries, delivery_ids[:1], 1)
         subscription_id = chunk.subscription_id
-    admission = rt.delivery_engine.offer(subscription_id, delivery_ids)
+    engine = rt.delivery_engine
+    if engine.running().get(subscription_id, 0) >= rt.delivery_policy.max_in_flight:
+        # Each running chunk holds at most one in-flight slot: one more would only find
+        # them all taken and hand its deliveries back after a Redis round trip.
+        admission = Admission(False, "every in-flight slot of the subscriber is taken here")
+    else:
+        admission = engine.offer(subscription_id, delivery_ids)
     if not admission.admitted:
         rt.deliveries.release_claims(delivery_ids, rt.clock() + SLOT_WAIT)
         log.debug(

@@ -2,8 +2,9 @@
 
 - `watcher.delivery.signing`: Standard Webhooks headers and signatures (and a verifier for
   Python receivers).
-- `watcher.delivery.ssrf`: subscriber-URL validation and a `requests` adapter that refuses
-  to connect to non-public addresses, checked on the address actually connected to.
+- `watcher.delivery.ssrf`: subscriber-URL validation at subscribe time;
+  `watcher.delivery.guarded_http`: a `requests` adapter that refuses to connect to non-public
+  addresses (`watcher.delivery.public_addresses`), checked on the address actually connected to.
 
 Nothing is re-exported here so that importing the package stays cheap; import the modules.
 """

@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import requests
 
 from watcher import __version__
+from watcher.delivery.attempt_store import Begin, Health
 from watcher.delivery.sender import AttemptResult, post_webhook
 from watcher.delivery.signing import webhook_headers
-from watcher.delivery.store import DEAD, FAILED, FINISHED, SUCCEEDED, Delivery, DeliveryStore
-from watcher.delivery.subscriptions import Subscription, SubscriptionNotFound
-from watcher.engine.records import iso_timestamp
+from watcher.delivery.store import Delivery, DeliveryStatus, DeliveryStore, OutboxEvent
+from watcher.delivery.subscriptions import Subscription
 from watcher.logging import bind, get_logger, unbind
 from watcher.settings import Settings
+from watcher.timing import iso_timestamp, jittered
 
 log = get_logger(__name__)
 
 USER_AGENT = f"voltage-watcher/{__version__}"
-# Dead-lettered without an attempt (subscription disabled or deleted, event gone).
-DROPPED = "dropped"
 # No free slot for this subscriber: look again this soon, without counting an attempt.
 SLOT_WAIT = 0.5
+
+
+class AttemptOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # a retry is scheduled
+    DEAD = "dead"  # out of attempts, or 410
+    DROPPED = "dropped"  # dead-lettered without an attempt (subscription or event gone)
+    POSTPONED = "postponed"  # no free slot
+    SKIPPED = "skipped"  # missing or finished already
+
+
+DROPPED = AttemptOutcome.DROPPED
 # Outcomes that say the subscriber is in trouble (or busy): the rest of its chunk goes back.
-_STOP_CHUNK = frozenset({FAILED, DEAD, "postponed"})
+_STOP_CHUNK = frozenset({AttemptOutcome.FAILED, AttemptOutcome.DEAD, AttemptOutcome.POSTPONED})
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class DeliveryPolicy:
         if attempts_made >= len(self.retry_schedule):
             return None
         delay = self.retry_schedule[attempts_made]
-        delay *= 1 + random.uniform(-self.jitter, self.jitter)
+        delay = jittered(delay, self.jitter)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_after_max))
         return now + delay
@@ -96,11 +107,11 @@ def attempt_chunk(
     policy: DeliveryPolicy,
     delivery_ids: list[str],
     clock: Callable[[], float],
-) -> list[str]:
+) -> list[AttemptOutcome]:
     """Attempt one subscriber's deliveries in order. When the subscriber fails (or has no
     free slot), the rest go straight back to their schedules instead of queueing behind a
     slow endpoint; each then comes due again on its own."""
-    outcomes: list[str] = []
+    outcomes: list[AttemptOutcome] = []
     started = clock()
     longest_attempt = policy.connect_timeout + policy.timeout
     for index, delivery_id in enumerate(delivery_ids):
@@ -116,7 +127,7 @@ def attempt_chunk(
         outcomes.append(outcome)
         rest = delivery_ids[index + 1 :]
         if outcome in _STOP_CHUNK and rest:
-            delay = SLOT_WAIT if outcome == "postponed" else 0.0
+            delay = SLOT_WAIT if outcome == AttemptOutcome.POSTPONED else 0.0
             deliveries.release_claims(rest, clock() + delay)
             break
     return outcomes
@@ -128,32 +139,33 @@ def attempt_delivery(
     policy: DeliveryPolicy,
     delivery_id: str,
     now: float,
-) -> str:
-    """Returns what happened: succeeded, failed (retry scheduled), dead (out of attempts or
-    410), dropped (dead without an attempt), postponed (no free slot) or skipped."""
-    delivery = deliveries.get(delivery_id)
-    keys = deliveries.keys
-    if delivery is None or delivery.status in FINISHED:
-        deliveries.redis.zrem(keys.deliver_schedule, delivery_id)
-        deliveries.redis.zrem(keys.retry_schedule, delivery_id)
-        return "skipped"
-    try:
-        sub = deliveries.subscriptions.get(delivery.subscription_id)
-    except SubscriptionNotFound:
-        deliveries.finish_without_attempt(delivery, reason="subscription deleted", now=now)
-        return DROPPED
-    if not sub.enabled:
-        reason = f"subscription disabled: {sub.disabled_reason or 'no reason given'}"
+) -> AttemptOutcome:
+    """One attempt in two Redis round trips: the read that takes a slot, the POST, the write
+    that records it and gives the slot back."""
+    begun = deliveries.attempts.begin(
+        delivery_id,
+        now,
+        lease=policy.lease,
+        cap=policy.max_in_flight,
+        postpone_until=now + SLOT_WAIT,
+    )
+    delivery, sub, event = begun.delivery, begun.subscription, begun.event
+    if begun.outcome in (Begin.SKIPPED, Begin.POSTPONED) or delivery is None:
+        return AttemptOutcome(begun.outcome.value)
+    if begun.outcome is Begin.DROP or sub is None or event is None:
+        if sub is None:
+            reason = "subscription deleted"
+        elif not sub.enabled:
+            reason = f"subscription disabled: {sub.disabled_reason or 'no reason given'}"
+        else:
+            reason = "event no longer stored"
         deliveries.finish_without_attempt(delivery, reason=reason, now=now)
         return DROPPED
-    if not deliveries.acquire_slot(sub.id, delivery.id, now, policy.lease, policy.max_in_flight):
-        schedule = keys.retry_schedule if delivery.attempts else keys.deliver_schedule
-        deliveries.postpone(delivery, schedule, now + SLOT_WAIT)
-        return "postponed"
     try:
-        return _attempt(deliveries, session, policy, delivery, sub, now)
-    finally:
-        deliveries.release_slot(sub.id, delivery.id)
+        return _attempt(deliveries, session, policy, delivery, sub, event, now)
+    except BaseException:
+        deliveries.release_slot(sub.id, delivery.id)  # the write that gives it back never ran
+        raise
 
 
 def _attempt(
@@ -162,12 +174,9 @@ def _attempt(
     policy: DeliveryPolicy,
     delivery: Delivery,
     sub: Subscription,
+    event: OutboxEvent,
     now: float,
-) -> str:
-    event = deliveries.event(delivery.outbox_entry)
-    if event is None:
-        deliveries.finish_without_attempt(delivery, reason="event no longer stored", now=now)
-        return DROPPED
+) -> AttemptOutcome:
     body = event.body.encode()
     headers = webhook_headers(
         msg_id=event.event_id,
@@ -185,43 +194,53 @@ def _attempt(
         timeout=policy.timeout,
     )
     attempt = _attempt_entry(delivery, result, now)
-    if result.succeeded:
-        deliveries.record_attempt(
-            delivery, attempt, status=SUCCEEDED, now=now, next_attempt_at=None
+
+    def record(status: DeliveryStatus, next_at: float | None, health: Health) -> float:
+        return deliveries.attempts.finish(
+            delivery, attempt, status=status, now=now, next_attempt_at=next_at, health=health
         )
-        deliveries.subscriptions.note_success(sub.id)
+
+    if result.succeeded:
+        record(DeliveryStatus.SUCCEEDED, None, "success")
         log.info("webhook delivered", **_log_fields(delivery, result))
-        return SUCCEEDED
+        return AttemptOutcome.SUCCEEDED
     if result.status_code == 410:
-        deliveries.record_attempt(delivery, attempt, status=DEAD, now=now, next_attempt_at=None)
+        record(DeliveryStatus.DEAD, None, "")
         deliveries.subscriptions.disable(sub.id, "the endpoint answered 410 Gone", now=now)
         log.warning(
             "subscriber said 410 Gone; subscription disabled", **_log_fields(delivery, result)
         )
-        return DEAD
+        return AttemptOutcome.DEAD
     made = delivery.attempts + 1 - delivery.attempts_before_resend
     next_at = policy.next_attempt_at(made, now, result.retry_after)
-    status = FAILED if next_at is not None else DEAD
-    deliveries.record_attempt(delivery, attempt, status=status, now=now, next_attempt_at=next_at)
+    status = DeliveryStatus.FAILED if next_at is not None else DeliveryStatus.DEAD
+    failing_since = record(status, next_at, "failure")
     log.warning(
         "webhook attempt failed",
         next_attempt_at=iso_timestamp(next_at) if next_at else None,
         dead=next_at is None,
         **_log_fields(delivery, result),
     )
-    failing_since = deliveries.subscriptions.note_failure(sub.id, now)
     if now - failing_since >= policy.disable_after:
-        reason = (
-            f"failing without a success since {iso_timestamp(failing_since)}; "
-            f"last error: {attempt['error'] or attempt['status_code']}"
-        )
-        deliveries.subscriptions.disable(sub.id, reason, now=now)
-        log.error(
-            "subscription disabled after failing for too long",
-            subscription_id=sub.id,
-            reason=reason,
-        )
-    return status
+        _disable_failing(deliveries, sub, failing_since, attempt, now)
+    return AttemptOutcome(status.value)
+
+
+def _disable_failing(
+    deliveries: DeliveryStore,
+    sub: Subscription,
+    failing_since: float,
+    attempt: dict[str, object],
+    now: float,
+) -> None:
+    reason = (
+        f"failing without a success since {iso_timestamp(failing_since)}; "
+        f"last error: {attempt['error'] or attempt['status_code']}"
+    )
+    deliveries.subscriptions.disable(sub.id, reason, now=now)
+    log.error(
+        "subscription disabled after failing for too long", subscription_id=sub.id, reason=reason
+    )
 
 
 def _attempt_entry(delivery: Delivery, result: AttemptResult, now: float) -> dict[str, object]:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import requests
 
 from watcher.delivery.ssrf import find_unsafe_error
-from watcher.voltage.retry import parse_retry_after
+from watcher.timing import parse_retry_after
 
 # Bytes of a response we read at most (then close the connection), and characters we keep.
 READ_CAP = 64 * 1024

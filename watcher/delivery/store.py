@@ -6,121 +6,54 @@ repeated after a crash finds the delivery it already made instead of making a se
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
+from watcher.delivery.records import Delivery, OutboxEvent, delivery_id_for
 from watcher.delivery.subscriptions import TEST_EVENT_TYPE, Subscription, SubscriptionStore
-from watcher.engine.records import iso_timestamp, new_event_id
+from watcher.engine.records import new_event_id
 from watcher.keys import Keys
 from watcher.lua import scripts_for
+from watcher.timing import iso_timestamp
 
-PENDING = "pending"
-SUCCEEDED = "succeeded"
-FAILED = "failed"  # failed at least once, another attempt is scheduled
-DEAD = "dead"  # out of attempts (or the subscription is gone): waits for a manual re-send
-FINISHED = frozenset({SUCCEEDED, DEAD})
-
-
-def delivery_id_for(event_id: str, subscription_id: str) -> str:
-    digest = hashlib.sha256(f"{event_id}\x00{subscription_id}".encode()).hexdigest()
-    return f"dlv_{digest[:24]}"
+if TYPE_CHECKING:
+    from watcher.delivery.attempt_store import AttemptStore
+    from watcher.delivery.history import DeliveryHistory
 
 
-@dataclass
-class Delivery:
-    id: str
-    event_id: str
-    event_type: str
-    subscription_id: str
-    payment_id: str | None
-    outbox_entry: str
-    status: str
-    attempts: int
-    created_at: float
-    updated_at: float
-    next_attempt_at: float | None = None
-    last_status_code: int | None = None
-    last_error: str | None = None
-    succeeded_at: float | None = None
-    attempts_before_resend: int = 0
-    attempt_log: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_hash(cls, data: dict[str, str]) -> Delivery:
-        def opt_float(name: str) -> float | None:
-            return float(data[name]) if data.get(name) else None
-
-        return cls(
-            id=data["id"],
-            event_id=data["event_id"],
-            event_type=data["event_type"],
-            subscription_id=data["subscription_id"],
-            payment_id=data.get("payment_id") or None,
-            outbox_entry=data["outbox_entry"],
-            status=data["status"],
-            attempts=int(data.get("attempts", "0")),
-            created_at=float(data["created_at"]),
-            updated_at=float(data["updated_at"]),
-            next_attempt_at=opt_float("next_attempt_at"),
-            last_status_code=int(data["last_status_code"])
-            if data.get("last_status_code")
-            else None,
-            last_error=data.get("last_error") or None,
-            succeeded_at=opt_float("succeeded_at"),
-            attempts_before_resend=int(data.get("attempts_before_resend") or 0),
-        )
-
-    def to_public(self) -> dict[str, Any]:
-        def ts(value: float | None) -> str | None:
-            return iso_timestamp(value) if value is not None else None
-
-        return {
-            "id": self.id,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "subscription_id": self.subscription_id,
-            "payment_id": self.payment_id,
-            "status": self.status,
-            "attempts": self.attempts,
-            "created_at": ts(self.created_at),
-            "updated_at": ts(self.updated_at),
-            "next_attempt_at": ts(self.next_attempt_at),
-            "last_status_code": self.last_status_code,
-            "last_error": self.last_error,
-            "succeeded_at": ts(self.succeeded_at),
-            "attempt_log": self.attempt_log,
-        }
+# The records are re-exported: the API and the attempts read them from the store.
+__all__ = [
+    "DEAD",
+    "FAILED",
+    "FINISHED",
+    "PENDING",
+    "SUCCEEDED",
+    "Delivery",
+    "DeliveryStatus",
+    "DeliveryStore",
+    "OutboxEvent",
+    "delivery_id_for",
+]
 
 
-@dataclass(frozen=True)
-class OutboxEvent:
-    entry_id: str
-    event_id: str
-    event_type: str
-    payment_id: str | None
-    body: str
-    target: str | None  # a test event goes to one subscription only
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # failed at least once, another attempt is scheduled
+    DEAD = "dead"  # out of attempts (or the subscription is gone): waits for a manual re-send
 
-    @property
-    def created_at(self) -> float:
-        return int(self.entry_id.split("-")[0]) / 1000
 
-    @classmethod
-    def from_entry(cls, entry_id: str, fields: dict[str, str]) -> OutboxEvent:
-        return cls(
-            entry_id=entry_id,
-            event_id=fields["event_id"],
-            event_type=fields["type"],
-            payment_id=fields.get("payment_id") or None,
-            body=fields["body"],
-            target=fields.get("target") or None,
-        )
+PENDING = DeliveryStatus.PENDING
+SUCCEEDED = DeliveryStatus.SUCCEEDED
+FAILED = DeliveryStatus.FAILED
+DEAD = DeliveryStatus.DEAD
+FINISHED = frozenset({SUCCEEDED, DEAD})  # begin_attempt.lua knows them too
 
 
 class DeliveryStore:
@@ -325,6 +258,13 @@ class DeliveryStore:
         return cast(list[str], self.redis.zrangebyscore(key, low, high, start=offset, num=limit))
 
     # --- outcomes -------------------------------------------------------------------------------
+    @cached_property
+    def attempts(self) -> AttemptStore:
+        """An attempt's one read and one write (delivery/attempt_store.py)."""
+        from watcher.delivery.attempt_store import AttemptStore
+
+        return AttemptStore(self.redis, self.keys)
+
     def record_attempt(
         self,
         delivery: Delivery,
@@ -334,27 +274,10 @@ class DeliveryStore:
         now: float,
         next_attempt_at: float | None,
     ) -> None:
-        """Log the attempt and move the delivery to its next state, in one transaction."""
-        key = self.keys.delivery(delivery.id)
-        updates: dict[str, str] = {
-            "status": status,
-            "attempts": str(delivery.attempts + 1),
-            "updated_at": repr(now),
-            "last_status_code": str(attempt.get("status_code") or ""),
-            "last_error": attempt.get("error") or "",
-            "next_attempt_at": repr(next_attempt_at) if next_attempt_at is not None else "",
-        }
-        if status == SUCCEEDED:
-            updates["succeeded_at"] = repr(now)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping=cast(Any, updates))
-        pipe.rpush(self.keys.delivery_attempts(delivery.id), json.dumps(attempt))
-        pipe.zrem(self.keys.deliver_schedule, delivery.id)
-        pipe.zrem(self.keys.retry_schedule, delivery.id)
-        if next_attempt_at is not None:
-            pipe.zadd(self.keys.retry_schedule, {delivery.id: next_attempt_at})
-        pipe.hincrby(self.keys.counters, f"deliveries:{status}", 1)
-        pipe.execute()
+        """Log the attempt and move the delivery to its next state, in one step."""
+        self.attempts.finish(
+            delivery, attempt, status=status, now=now, next_attempt_at=next_attempt_at
+        )
 
     def finish_without_attempt(self, delivery: Delivery, *, reason: str, now: float) -> None:
         """Dead-letter a delivery that cannot be attempted (its subscription is gone)."""
@@ -372,10 +295,6 @@ class DeliveryStore:
         pipe.zrem(self.keys.retry_schedule, delivery.id)
         pipe.hincrby(self.keys.counters, "deliveries:dead", 1)
         pipe.execute()
-
-    def postpone(self, delivery: Delivery, schedule: str, at: float) -> None:
-        """Try again later without counting an attempt (no free slot for this subscriber)."""
-        self.redis.zadd(schedule, {delivery.id: at}, xx=True)
 
     def release_claims(self, delivery_ids: list[str], at: float) -> None:
         """Hand claimed deliveries back to whichever schedule holds them, due at `at`."""
@@ -433,3 +352,20 @@ class DeliveryStore:
                     self.redeliver(delivery_id, now)
                     chosen.append(delivery_id)
         return chosen
+
+    def claim_due_attempts(
+        self, now: float, lease: float, limit: int
+    ) -> tuple[list[str], list[str]]:
+        """Due first attempts (and re-sends), then due retries, each claimed up to `limit`."""
+        return (
+            self.claim_due(self.keys.deliver_schedule, now, lease, limit),
+            self.claim_due(self.keys.retry_schedule, now, lease, limit),
+        )
+
+    # --- off the hot path ------------------------------------------------------------------------
+    @property
+    def history(self) -> DeliveryHistory:
+        """Pages, counts and retention's deletes of deliveries and events (delivery/history.py)."""
+        from watcher.delivery.history import DeliveryHistory
+
+        return DeliveryHistory(self.redis, self.keys, self.get_many, self.ensure_group)

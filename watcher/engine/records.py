@@ -9,23 +9,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.voltage.models import FINAL_STATUSES
+from watcher.timing import iso_timestamp
+from watcher.voltage.models import FINAL_STATUSES, PaymentStatus
 
-EVENT_TYPES = {
-    "completed": "payment.completed",
-    "failed": "payment.failed",
-    "expired": "payment.expired",
-}
+EVENT_TYPES: dict[str, str] = {status: f"payment.{status}" for status in FINAL_STATUSES}
 
-# How far along its life a status is; a legal move only ever goes forward.
-_STATUS_RANK = {
-    "generating": 0,
-    "sending": 0,
-    "receiving": 1,
-    "approved": 1,
-    "completed": 2,
-    "failed": 2,
-    "expired": 2,
+# How far along its life a status is; a legal move only ever goes forward. A StrEnum key
+# hashes as its string, so the stored (plain string) status looks it up directly.
+_STATUS_RANK: dict[str, int] = {
+    PaymentStatus.GENERATING: 0,
+    PaymentStatus.SENDING: 0,
+    PaymentStatus.RECEIVING: 1,
+    PaymentStatus.APPROVED: 1,
+    PaymentStatus.COMPLETED: 2,
+    PaymentStatus.FAILED: 2,
+    PaymentStatus.EXPIRED: 2,
 }
 
 
@@ -50,12 +48,6 @@ def transition_event_id(payment_id: str, status: str) -> str:
     get the same `webhook-id` and their dedupe holds."""
     digest = hashlib.sha256(f"{payment_id}\x00{status}".encode()).hexdigest()
     return f"evt_{digest[:32]}"
-
-
-def iso_timestamp(at: float) -> str:
-    """RFC 3339 with milliseconds and Z, the form every event and API answer uses."""
-    stamp = datetime.fromtimestamp(at, tz=UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
 def voltage_time(value: str | None) -> str | None:

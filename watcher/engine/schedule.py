@@ -8,14 +8,15 @@ schedule (`steps`: fast while young, slower with age) polls every pending paymen
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from watcher.engine.records import PaymentRecord
 from watcher.settings import Settings
+from watcher.timing import jittered
+from watcher.voltage.models import PaymentStatus
 from watcher.voltage.purpose import Purpose
 
-_EARLY_STATUSES = frozenset({"generating", "sending"})
+_EARLY_STATUSES = frozenset({PaymentStatus.GENERATING, PaymentStatus.SENDING})
 # How far past a limit the read that notices it is scheduled: beyond the dispatcher's
 # lookahead (half a tick, which claims reads that early), or the read comes too soon to stop
 # the watch and a second one is needed (seen in CI).
@@ -59,7 +60,7 @@ class PollPolicy:
         return self.steps[-1][1]
 
     def _jittered(self, delay: float) -> float:
-        return delay * (1 + random.uniform(-self.jitter, self.jitter))
+        return jittered(delay, self.jitter)
 
     def stop_reason(self, record: PaymentRecord, now: float) -> str | None:
         """Why polling must end now, or None to keep going."""

@@ -5,27 +5,33 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, cast
 
 import redis
 
 from watcher.durability import Durability
+from watcher.engine.history import PaymentHistory
 from watcher.engine.pending import PendingIndex
 from watcher.engine.records import PaymentRecord, event_body, transition_event_id
+from watcher.engine.tally import LATENCY_BUCKETS, Collected, Tally, bucket_field
 from watcher.keys import Keys
 from watcher.lua import Scripts, scripts_for
 from watcher.voltage.models import FINAL_STATUSES, Payment
 
-# Upper bounds (seconds) of the latency histograms.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+__all__ = ["LATENCY_BUCKETS", "PaymentStore", "TransitionOutcome", "TransitionResult"]
+
+
+class TransitionOutcome(StrEnum):
+    OK = "ok"  # this caller made the move
+    STALE = "stale"  # someone else changed the record first
+    FINAL = "final"  # already final: nothing more happens
+    MISSING = "missing"
 
 
 @dataclass(frozen=True)
 class TransitionResult:
-    """`ok` (this caller made the move), `stale` (someone else changed the record first),
-    `final` (already final: nothing more happens) or `missing`."""
-
-    outcome: str
+    outcome: TransitionOutcome
     version: int | None = None
     event_id: str | None = None
 
@@ -95,6 +101,7 @@ class PaymentStore:
         self.scripts = scripts or scripts_for(client)
         self.durability = durability or Durability()
         self.pending = PendingIndex(client, keys, self.get_many, self.scripts)
+        self.tally = Tally(client, keys)
 
     # --- reading ---------------------------------------------------------------------------------
     def get(self, payment_id: str) -> PaymentRecord | None:
@@ -243,33 +250,59 @@ class PaymentStore:
         now: float,
         fields: dict[str, str] | None = None,
         error: str | None = None,
-        clear_not_found: bool = True,
     ) -> None:
         """Note a poll that changed no status (errors included); not versioned on purpose."""
-        key = self.keys.payment(payment_id)
-        pipe = self.redis.pipeline(transaction=True)
-        updates = {"last_poll_at": repr(now), **(fields or {})}
-        updates["last_error"] = error or ""
-        if clear_not_found:
-            updates["not_found_since"] = ""
-        pipe.hset(key, mapping=cast(Any, updates))
-        pipe.hincrby(key, "poll_count", 1)
-        if error:
-            pipe.hincrby(key, "error_count", 1)
-            pipe.hincrby(key, "error_streak", 1)
-        else:
-            pipe.hset(key, "error_streak", "0")
-        pipe.execute()
+        self.write_poll(payment_id, None, now=now, fields=fields, error=error)
 
-    def mark_not_found(self, payment_id: str, *, now: float, since: float | None) -> float:
-        """Remember when Voltage first said 404, so the tolerance window has a start."""
-        first = since if since is not None else now
-        self.redis.hset(
-            self.keys.payment(payment_id),
-            mapping={"not_found_since": repr(first), "last_poll_at": repr(now)},
+    def write_poll(
+        self,
+        payment_id: str,
+        version: int | None,
+        *,
+        now: float,
+        fields: dict[str, str] | None = None,
+        error: str | None = None,
+        not_found_since: float | None = None,
+        next_poll_at: float | None = None,
+    ) -> bool:
+        """A poll that changed no status, in one round trip: its fields, the counters and
+        latency this thread collected meanwhile, and its next poll (only if still scheduled).
+        False, with only the counters written, when the record is no longer at `version`."""
+        collected = self.tally.collected or Collected()
+        counters = collected.take_counters()
+        seconds = collected.take_latency("poll")
+        updates = {"last_poll_at": repr(now), **(fields or {})}
+        increments = {"poll_count": 1}
+        if not_found_since is not None:
+            updates["not_found_since"] = repr(not_found_since)
+        else:
+            updates.update(last_error=error or "", not_found_since="", error_streak="0")
+            if error:
+                del updates["error_streak"]
+                increments.update(error_count=1, error_streak=1)
+        args: list[str | int] = [
+            "" if version is None else str(version),
+            payment_id,
+            "" if next_poll_at is None else repr(next_poll_at),
+            "" if seconds is None else bucket_field(seconds),
+            0 if seconds is None else round(seconds * 1_000_000),
+            len(counters),
+            len(increments),
+        ]
+        for pairs in (counters, increments, updates):
+            for key, value in pairs.items():
+                args.extend((key, value))
+        keys = self.keys
+        written = self.scripts.record_poll(
+            keys=[
+                keys.payment(payment_id),
+                keys.poll_schedule,
+                keys.counters,
+                keys.latency("poll"),
+            ],
+            args=args,
         )
-        self.redis.hincrby(self.keys.payment(payment_id), "poll_count", 1)
-        return first
+        return bool(written)
 
     def stop(self, payment_id: str, *, reason: str, now: float) -> None:
         """Stop polling for good and say why (hard limit reached, never found...)."""
@@ -284,32 +317,16 @@ class PaymentStore:
         pipe.execute()
 
     def count(self, name: str, amount: int = 1) -> None:
-        self.redis.hincrby(self.keys.counters, name, amount)
+        self.tally.count(name, amount)
 
     def observe_latency(self, kind: str, seconds: float) -> None:
-        """One observation for a Prometheus histogram kept in Redis (workers are many
-        processes; the API reads the sums at scrape time)."""
-        bound = next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
-        key = self.keys.latency(kind)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(key, f"le:{bound!r}", 1)
-        pipe.hincrby(key, "count", 1)
-        pipe.hincrby(key, "sum_us", round(seconds * 1_000_000))
-        pipe.execute()
+        self.tally.observe_latency(kind, seconds)
 
     def latency_histogram(self, kind: str) -> tuple[list[tuple[str, int]], int, float]:
-        """Cumulative buckets (as Prometheus wants them), count and sum in seconds."""
-        raw = cast(dict[str, str], self.redis.hgetall(self.keys.latency(kind)))
-        buckets: list[tuple[str, int]] = []
-        running = 0
-        for bound in (*LATENCY_BUCKETS, float("inf")):
-            running += int(raw.get(f"le:{bound!r}", 0))
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return buckets, int(raw.get("count", 0)), int(raw.get("sum_us", 0)) / 1_000_000
+        return self.tally.latency_histogram(kind)
 
     def counters(self) -> dict[str, int]:
-        raw = cast(dict[str, str], self.redis.hgetall(self.keys.counters))
-        return {k: int(v) for k, v in raw.items()}
+        return self.tally.counters()
 
     # --- transitions -----------------------------------------------------------------------------
     def transition(
@@ -356,12 +373,10 @@ class PaymentStore:
             ],
             args=args,
         )
-        if outcome == "ok":
-            self.redis.hincrby(self.keys.payment(record.id), "poll_count", 1)
-            if final:
-                self.count(f"transitions:{new_status}")
+        if outcome == TransitionOutcome.OK and final:
+            self.count(f"transitions:{new_status}")
         return TransitionResult(
-            outcome=outcome,
+            outcome=TransitionOutcome(outcome),
             version=int(version) if version else None,
             event_id=event_id if outcome == "ok" and final else None,
         )
@@ -373,3 +388,9 @@ class PaymentStore:
             list[tuple[str, dict[str, str]]], self.redis.xrange(self.keys.outbox, count=count)
         )
         return [{"entry_id": entry_id, **fields} for entry_id, fields in entries]
+
+    # --- off the hot path ------------------------------------------------------------------------
+    @property
+    def history(self) -> PaymentHistory:
+        """Pages, counts and retention's deletes of the payments kept here (engine/history.py)."""
+        return PaymentHistory(self.redis, self.keys, self.get_many)

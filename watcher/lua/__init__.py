@@ -30,6 +30,9 @@ class Scripts:
     raise_field: Script
     create_delivery: Script
     acquire_slot: Script
+    record_poll: Script
+    begin_attempt: Script
+    finish_attempt: Script
 
 
 _registered: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()

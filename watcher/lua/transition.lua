@@ -1,6 +1,7 @@
 -- Compare-and-set of a payment's status. Only the worker whose expected version still holds
 -- wins; a final status never changes again. A final move also leaves the schedule and
 -- appends its event to the outbox in the same step, so two racing pollers make one event.
+-- The poll that made the move is counted on the record here too (no second round trip).
 -- KEYS[1] payment hash, KEYS[2] poll schedule, KEYS[3] outbox stream, KEYS[4] transitions,
 -- KEYS[5] pending by creation time
 -- ARGV[1] expected version, [2] new status, [3] '1' if final, [4] now, [5] transition JSON,
@@ -19,6 +20,7 @@ end
 local new_version = tostring(tonumber(version) + 1)
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'version', new_version,
            'status_changed_at', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'poll_count', 1)
 if #ARGV >= 10 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 end

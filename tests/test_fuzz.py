@@ -13,8 +13,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watcher.api.ingress import SignatureError
-from watcher.api.ingress import verify as verify_voltage_webhook
+from watcher.api.ingress import SignatureError, verify_voltage_webhook
 from watcher.delivery.signing import WebhookVerificationError
 from watcher.delivery.signing import verify as verify_webhook
 from watcher.engine.poller import apply_observation
@@ -22,9 +21,9 @@ from watcher.engine.schedule import PollPolicy
 from watcher.engine.store import PaymentStore
 from watcher.keys import Keys
 from watcher.settings import ConfigError, Settings, load_settings
+from watcher.timing import parse_retry_after
 from watcher.voltage.errors import VoltageError, VoltageMalformedResponse, error_from_response
 from watcher.voltage.models import InvalidInvoice, Payment, PaymentList, decode_invoice
-from watcher.voltage.retry import parse_retry_after
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -18,7 +18,7 @@ import requests
 from tests.conftest import SimControl, Stack
 from tests.support import wait_until
 from tests.test_api import ApiClient, api_stack, error_of, ok, serve
-from watcher.api.ingress import SignatureError, sign, verify
+from watcher.api.ingress import SignatureError, sign_voltage_webhook, verify_voltage_webhook
 from watcher.api.ingress_guard import MAX_NESTING, nesting_exceeds
 from watcher.engine.watching import create_and_watch
 
@@ -82,19 +82,20 @@ def events_of(stack: Stack, payment_id: str) -> list[dict[str, str]]:
 
 def test_signature_helper_matches_the_documented_scheme() -> None:
     body, stamp = b'{"type":"receive"}', "1764100000"
-    assert sign(SECRET, body, stamp) == voltage_signature(SECRET, body, stamp)
-    verify(SECRET, body, timestamp=stamp, signature=sign(SECRET, body, stamp), now=1764100100)
+    signed = sign_voltage_webhook(SECRET, body, stamp)
+    assert signed == voltage_signature(SECRET, body, stamp)
+    verify_voltage_webhook(SECRET, body, timestamp=stamp, signature=signed, now=1764100100)
     for kwargs in (
-        {"timestamp": None, "signature": sign(SECRET, body, stamp)},
+        {"timestamp": None, "signature": signed},
         {"timestamp": stamp, "signature": None},
-        {"timestamp": "12.5", "signature": sign(SECRET, body, stamp)},
-        {"timestamp": stamp, "signature": sign(SECRET, body + b" ", stamp)},
-        {"timestamp": stamp, "signature": sign("other-secret", body, stamp)},
+        {"timestamp": "12.5", "signature": signed},
+        {"timestamp": stamp, "signature": sign_voltage_webhook(SECRET, body + b" ", stamp)},
+        {"timestamp": stamp, "signature": sign_voltage_webhook("other-secret", body, stamp)},
     ):
         with pytest.raises(SignatureError):
-            verify(SECRET, body, now=1764100100, **kwargs)
+            verify_voltage_webhook(SECRET, body, now=1764100100, **kwargs)
     with pytest.raises(SignatureError, match="window"):
-        verify(SECRET, body, timestamp=stamp, signature=sign(SECRET, body, stamp), now=1764100301)
+        verify_voltage_webhook(SECRET, body, timestamp=stamp, signature=signed, now=1764100301)
 
 
 def test_signed_webhook_makes_the_watcher_reread_and_emit_at_once(

@@ -17,8 +17,8 @@ import requests
 
 from watcher.simulator import SimulatorConfig, SimulatorServer
 from watcher.simulator.app import MAX_BODY_BYTES
+from watcher.simulator.create import canonical_uuid
 from watcher.simulator.invoices import SIMULATOR_NODE_PUBKEY, make_invoice
-from watcher.simulator.state import canonical_uuid
 
 FULL_KEY = "sim-key"
 READ_KEY = "read-only-key"

@@ -24,14 +24,11 @@ import requests
 from tests.conftest import ALL_PERMISSIONS, SIM_KEY, SimControl
 from tests.support import wait_until
 from watcher.simulator import SimulatorConfig, SimulatorServer, SimulatorState
-from watcher.simulator.state import (
-    FINAL_STATUSES,
-    ApiError,
-    ListQuery,
-    NewPayment,
-    rfc3339,
-    to_micros,
-)
+from watcher.simulator.create import NewPayment
+from watcher.simulator.errors import SimulatorError
+from watcher.simulator.listing import ListQuery
+from watcher.simulator.payment import FINAL_STATUSES, to_micros
+from watcher.timing import rfc3339_micros
 
 ORG = "0d2c4b6a-8e1f-4a3b-9c5d-7e6f8a9b0c1d"
 ENV = "1e3d5c7b-9f2a-4b4c-8d6e-0f1a2b3c4d5e"
@@ -107,7 +104,7 @@ def test_a_payment_comes_back_and_keeps_moving_with_the_clock(tmp_path: Path) ->
     assert raw == before.raw(payment_id)
     for name in ("payment_request", "payment_hash", "preimage"):
         assert raw["sim"][name] == kept["sim"][name]
-    assert raw["created_at"] == kept["created_at"] == rfc3339(int(START * MICROS))
+    assert raw["created_at"] == kept["created_at"] == rfc3339_micros(int(START * MICROS))
     assert raw["status"] == "generating"
 
     # Each deadline, to the microsecond, exactly as the state that never restarted sees it.
@@ -117,14 +114,14 @@ def test_a_payment_comes_back_and_keeps_moving_with_the_clock(tmp_path: Path) ->
         shown = after.get(ORG, ENV, payment_id)
         assert shown == before.get(ORG, ENV, payment_id)
         assert shown["status"] == status, offset
-    assert shown["updated_at"] == rfc3339(int((START + 10) * MICROS))
+    assert shown["updated_at"] == rfc3339_micros(int((START + 10) * MICROS))
     assert shown["error"]["code"] == "expired"
     assert shown["data"]["payment_request"] == kept["sim"]["payment_request"]
     times = [(e["event_type"], e["time"]) for e in after.history(ORG, ENV, payment_id)["events"]]
     assert times == [
-        ("created", rfc3339(int(START * MICROS))),
-        ("generated", rfc3339(int((START + 1) * MICROS))),
-        ("expired", rfc3339(int((START + 10) * MICROS))),
+        ("created", rfc3339_micros(int(START * MICROS))),
+        ("generated", rfc3339_micros(int((START + 1) * MICROS))),
+        ("expired", rfc3339_micros(int((START + 10) * MICROS))),
     ]
 
 
@@ -141,7 +138,7 @@ def test_deadlines_passed_while_down_are_back_dated(tmp_path: Path) -> None:
     )
     page = after.list(ORG, ENV, detection)
     assert [item["id"] for item in page["items"]] == [payment_id]
-    assert page["items"][0]["updated_at"] == rfc3339(int((START + 10) * MICROS))
+    assert page["items"][0]["updated_at"] == rfc3339_micros(int((START + 10) * MICROS))
     assert page == before.list(ORG, ENV, detection)
     assert after.history(ORG, ENV, payment_id) == before.history(ORG, ENV, payment_id)
 
@@ -178,7 +175,7 @@ def test_settle_fail_expire_and_hide_survive_and_settle_works_after(tmp_path: Pa
     assert kept[expired]["error"]["code"] == "expired"
     assert kept[hidden]["sim"]["hidden_from_filtered_lists"] is True
     assert kept[settled_hidden]["sim"]["hidden_from_filtered_lists"] is True
-    with pytest.raises(ApiError) as final:
+    with pytest.raises(SimulatorError) as final:
         after.settle(failed)
     assert final.value.error_type == "payment_final"
 

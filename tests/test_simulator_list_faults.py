@@ -22,6 +22,7 @@ from bolt11 import Bolt11, Feature, Features, FeatureState, MilliSatoshi, TagCha
 from tests.support import wait_until
 from watcher.simulator import SimulatorConfig, SimulatorServer, SimulatorState
 from watcher.simulator.app import parse_list_query
+from watcher.simulator.create import NewPayment
 from watcher.simulator.invoices import (
     INVOICE_CURRENCY,
     MIN_FINAL_CLTV_EXPIRY,
@@ -29,7 +30,7 @@ from watcher.simulator.invoices import (
     SIMULATOR_NODE_PUBKEY,
     make_invoice,
 )
-from watcher.simulator.state import FINAL_STATUSES, NewPayment, to_micros
+from watcher.simulator.payment import FINAL_STATUSES, to_micros
 
 KEY = "sim-key"
 ORG = "3c1f0e2a-9d4b-4c8e-a1f2-0b9c8d7e6f50"

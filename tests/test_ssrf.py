@@ -20,17 +20,9 @@ import pytest
 import requests
 
 from watcher.delivery import ssrf
-from watcher.delivery.ssrf import (
-    ALLOW_HINT,
-    GuardedHTTPAdapter,
-    UnsafeConnectionError,
-    UnsafeURLError,
-    address_problem,
-    check_url,
-    find_unsafe_error,
-    guarded_session,
-    is_public_address,
-)
+from watcher.delivery.guarded_http import GuardedHTTPAdapter, UnsafeConnectionError, guarded_session
+from watcher.delivery.public_addresses import address_problem, is_public_address
+from watcher.delivery.ssrf import ALLOW_HINT, UnsafeURLError, check_url, find_unsafe_error
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"

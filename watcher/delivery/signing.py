@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from secrets import token_bytes
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 SECRET_BYTES = 32
@@ -127,6 +127,13 @@ def webhook_headers(
     }
 
 
+class VerifyOptions(TypedDict, total=False):
+    """`verify`'s keyword arguments, shared with `verify_and_parse`."""
+
+    tolerance: int
+    now: float | None
+
+
 def verify(
     secret: str,
     headers: Mapping[str, str],
@@ -153,7 +160,15 @@ def verify(
     if missing:
         raise WebhookVerificationError("missing webhook headers: " + ", ".join(missing))
     msg_id = lowered[HEADER_ID]
-    raw_timestamp = lowered[HEADER_TIMESTAMP].strip()
+    timestamp = _fresh_timestamp(lowered[HEADER_TIMESTAMP], tolerance, now)
+    if not isinstance(body, bytes):
+        raise TypeError("webhook body must be the raw bytes received")
+    _check_signatures(_digest(key, msg_id, timestamp, body), lowered[HEADER_SIGNATURE])
+
+
+def _fresh_timestamp(header: str, tolerance: int, now: float | None) -> int:
+    """The header's unix seconds, if within ``tolerance`` of ``now`` either way (replays)."""
+    raw_timestamp = header.strip()
     if not _TIMESTAMP_RE.fullmatch(raw_timestamp):
         raise WebhookVerificationError("webhook-timestamp is not an integer number of unix seconds")
     timestamp = int(raw_timestamp)
@@ -168,13 +183,14 @@ def verify(
             f"webhook-timestamp is too far in the future ({timestamp - current:.0f} s ahead; "
             f"tolerance {tolerance} s)"
         )
-    if not isinstance(body, bytes):
-        raise TypeError("webhook body must be the raw bytes received")
+    return timestamp
 
-    expected = _digest(key, msg_id, timestamp, body)
+
+def _check_signatures(expected: bytes, header: str) -> None:
+    """Any one v1 signature matching is enough; each is compared, so all cost the same."""
     seen_v1 = False
     matched = False
-    for candidate in lowered[HEADER_SIGNATURE].split(" "):
+    for candidate in header.split(" "):
         version, sep, encoded = candidate.partition(",")
         if version != SIGNATURE_VERSION or not sep:
             continue
@@ -192,15 +208,10 @@ def verify(
 
 
 def verify_and_parse(
-    secret: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    tolerance: int = DEFAULT_TOLERANCE,
-    now: float | None = None,
+    secret: str, headers: Mapping[str, str], body: bytes, **options: Unpack[VerifyOptions]
 ) -> dict[str, Any]:
     """`verify`, then the JSON object in the body (parsed only once it is known genuine)."""
-    verify(secret, headers, body, tolerance=tolerance, now=now)
+    verify(secret, headers, body, **options)
     try:
         parsed = json.loads(body)
     except (UnicodeDecodeError, ValueError):

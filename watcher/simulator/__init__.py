@@ -6,7 +6,8 @@ cursor pagination, and faults (errors, 429s, garbage, latency) on demand. See do
 """
 
 from watcher.simulator.app import create_app
+from watcher.simulator.config import SimulatorConfig
 from watcher.simulator.server import SimulatorServer, serve
-from watcher.simulator.state import SimulatorConfig, SimulatorState
+from watcher.simulator.state import SimulatorState
 
 __all__ = ["SimulatorConfig", "SimulatorServer", "SimulatorState", "create_app", "serve"]

@@ -56,28 +56,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from watcher.simulator.faults import FaultRegistry, FaultSpec, RequestStats
-from watcher.simulator.state import (
-    ALL_STATUSES,
-    CREATE_PERMISSIONS,
-    DEFAULT_LIST_LIMIT,
+from watcher.simulator.config import CREATE_PERMISSIONS, SimulatorConfig
+from watcher.simulator.create import (
     MAX_AMOUNT_MSATS,
     MAX_EXPIRATION,
-    MAX_LIST_LIMIT,
-    MAX_SEED_COUNT,
     PAYMENT_KINDS,
-    ApiError,
-    ListQuery,
-    SimulatorConfig,
-    SimulatorState,
-    SortKey,
-    SortOrder,
     canonical_uuid,
-    error_envelope,
-    invalid_data,
-    to_micros,
     validate_create,
 )
+from watcher.simulator.errors import SimulatorError, error_envelope, invalid_data
+from watcher.simulator.faults import FaultRegistry, FaultSpec, RequestStats
+from watcher.simulator.listing import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    ListQuery,
+    SortKey,
+    SortOrder,
+)
+from watcher.simulator.payment import ALL_STATUSES, to_micros
+from watcher.simulator.state import MAX_SEED_COUNT, SimulatorState
 
 API_PREFIX = "/v1/organizations/{organization_id}/environments/{environment_id}"
 MAX_BODY_BYTES = 1024 * 1024
@@ -129,7 +126,7 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
     app.state.faults = faults
     app.state.stats = stats
     app.add_middleware(TrafficMiddleware, faults=faults, stats=stats)
-    app.add_exception_handler(ApiError, _api_error_handler)
+    app.add_exception_handler(SimulatorError, _simulator_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
@@ -189,8 +186,8 @@ def _envelope_response(
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-async def _api_error_handler(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)  # noqa: S101 - registered for ApiError only
+async def _simulator_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SimulatorError)  # noqa: S101 - registered for SimulatorError only
     return _envelope_response(exc.status, exc.envelope(), exc.headers or None)
 
 
@@ -248,7 +245,7 @@ class _PaymentsApi:
         """Create a receive. 202 with an empty body: the client reads it back by its own id."""
         self._authorize(request, organization_id, environment_id, CREATE_PERMISSIONS)
         if not _is_json(request.headers.get("content-type")):
-            raise ApiError(
+            raise SimulatorError(
                 415, "missing_content_type", "expected a JSON body (Content-Type: application/json)"
             )
         raw = await _read_body(request)
@@ -293,32 +290,32 @@ class _PaymentsApi:
         key = request.headers.get("x-api-key")
         permissions = self.state.permissions(key) if key else None
         if permissions is None:
-            raise ApiError(
+            raise SimulatorError(
                 401,
                 "wrong_credentials",
                 "missing x-api-key header" if not key else "unknown API key",
             )
         config = self.state.config
         if config.organization_id is not None and organization_id != config.organization_id:
-            raise ApiError(
+            raise SimulatorError(
                 403,
                 "access_rights",
                 f"this API key has no access to organization {organization_id}",
             )
         if config.environment_id is not None and environment_id != config.environment_id:
-            raise ApiError(
+            raise SimulatorError(
                 403,
                 "access_rights",
                 f"this API key has no access to environment {environment_id}",
             )
         if not permissions & needed:
             wanted = " or ".join(sorted(p.upper() for p in needed))
-            raise ApiError(403, "access_rights", f"this API key lacks {wanted} permission")
+            raise SimulatorError(403, "access_rights", f"this API key lacks {wanted} permission")
 
 
 def _check_payment_id(payment_id: str) -> None:
     if canonical_uuid(payment_id) is None:
-        raise ApiError(
+        raise SimulatorError(
             400,
             "invalid_parameter",
             f"payment_id must be a UUID, got {payment_id[:64]!r}",
@@ -340,7 +337,7 @@ def _reject_constant(name: str) -> Any:
 
 
 async def _read_body(request: Request) -> bytes:
-    too_large = ApiError(
+    too_large = SimulatorError(
         413, "payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"
     )
     declared = request.headers.get("content-length", "")
@@ -359,8 +356,8 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _bad_parameter(field: str, detail: str) -> ApiError:
-    return ApiError(400, "invalid_parameter", detail, context={"field": field})
+def _bad_parameter(field: str, detail: str) -> SimulatorError:
+    return SimulatorError(400, "invalid_parameter", detail, context={"field": field})
 
 
 def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
@@ -393,7 +390,7 @@ def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
     pagination = _choice(single, "pagination", {"offset", "cursor"})
     cursor = single.get("cursor")
     if cursor is not None and not cursor:
-        raise ApiError(
+        raise SimulatorError(
             400,
             "invalid_cursor",
             "empty cursor",
@@ -582,7 +579,7 @@ class _ControlApi:
 
     async def delete_fault(self, fault_id: str) -> dict[str, Any]:
         if not self.faults.remove(fault_id):
-            raise ApiError(
+            raise SimulatorError(
                 404,
                 "fault_not_found",
                 f"no fault with id {fault_id}",

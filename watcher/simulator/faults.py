@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from watcher.simulator.state import canonical_uuid, error_envelope
+from watcher.simulator.create import canonical_uuid
+from watcher.simulator.errors import error_envelope
 
 FaultKind = Literal["status", "rate_limit", "malformed", "latency"]
 # Which API call a fault targets: a path substring cannot tell `.../payments` (list) from

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from watcher.simulator.invoices import SimInvoice
-from watcher.simulator.state import HistoryEntry, PaymentView, SimPayment
+from watcher.simulator.payment import HistoryEntry, PaymentView, SimPayment
 
 
 class Journal:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import uvicorn
 
 from watcher.simulator.app import create_app
-from watcher.simulator.state import SimulatorConfig, SimulatorState
+from watcher.simulator.config import SimulatorConfig
+from watcher.simulator.state import SimulatorState
 from watcher.threaded_server import ThreadedServer
 
 

@@ -85,8 +85,9 @@ from bench.harness import (
     usable_cpus,
     wait_for,
 )
+from watcher.engine.record_fields import payment_fields
 from watcher.engine.records import PaymentRecord
-from watcher.engine.store import PaymentStore, payment_fields
+from watcher.engine.store import PaymentStore
 from watcher.engine.watching import create_and_watch
 from watcher.lua import source
 from watcher.runtime import Runtime, set_runtime

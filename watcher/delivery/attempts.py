@@ -88,11 +88,9 @@ def group_by_subscription(
 ) -> list[Chunk]:
     """Chunks of deliveries that share one subscriber, so a chunk never makes one subscriber
     wait behind another (one Celery message per delivery cost 4x the CPU of the POST)."""
-    pipe = deliveries.redis.pipeline(transaction=False)
-    for delivery_id in delivery_ids:
-        pipe.hget(deliveries.keys.delivery(delivery_id), "subscription_id")
+    owners = deliveries.subscription_ids(delivery_ids)
     groups: dict[str, list[str]] = {}
-    for delivery_id, sub_id in zip(delivery_ids, pipe.execute(), strict=True):
+    for delivery_id, sub_id in zip(delivery_ids, owners, strict=True):
         groups.setdefault(str(sub_id or ""), []).append(delivery_id)
     return [
         Chunk(sub_id, ids[start : start + chunk_size])

@@ -233,6 +233,14 @@ class DeliveryStore:
         found = cast(list[dict[str, str]], pipe.execute())
         return [Delivery.from_hash(data) if data else None for data in found]
 
+    def subscription_ids(self, delivery_ids: Sequence[str]) -> list[str | None]:
+        """Whose each delivery is, in one round trip: enough to group a batch by subscriber
+        without reading the whole records."""
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id in delivery_ids:
+            pipe.hget(self.keys.delivery(delivery_id), "subscription_id")
+        return cast(list[str | None], pipe.execute())
+
     def list_ids(
         self,
         *,

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from watcher.engine.record_fields import payment_fields
 from watcher.engine.records import PaymentRecord, is_legal_move
 from watcher.engine.schedule import PollPolicy
-from watcher.engine.store import PaymentStore, TransitionOutcome, payment_fields
+from watcher.engine.store import PaymentStore, TransitionOutcome
 from watcher.logging import get_logger
 from watcher.voltage.errors import (
     VoltageAuthError,

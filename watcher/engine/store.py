@@ -13,7 +13,8 @@ import redis
 from watcher.durability import Durability
 from watcher.engine.history import PaymentHistory
 from watcher.engine.pending import PendingIndex
-from watcher.engine.records import PaymentRecord, event_body, transition_event_id
+from watcher.engine.record_fields import adopted_fields, final_event, payment_fields
+from watcher.engine.records import PaymentRecord
 from watcher.engine.tally import LATENCY_BUCKETS, Collected, Tally, bucket_field
 from watcher.keys import Keys
 from watcher.lua import Scripts, scripts_for
@@ -34,58 +35,6 @@ class TransitionResult:
     outcome: TransitionOutcome
     version: int | None = None
     event_id: str | None = None
-
-
-def payment_fields(payment: Payment, *, decoded_request: str | None = None) -> dict[str, str]:
-    """Fields of the record that mirror Voltage's latest answer.
-
-    `decoded_request` is the BOLT11 whose hash, expiry and amount the record already holds: an
-    unchanged poll does not decode it again (decoding was 46% of a poll's CPU, measured by
-    bench/engine.py), and fields not written here keep their stored values.
-    """
-    fields: dict[str, str] = {"raw": json.dumps(payment.raw, separators=(",", ":"))}
-    if payment.updated_at:
-        fields["updated_at"] = payment.updated_at.isoformat()
-    if payment.created_at:
-        fields["created_at"] = payment.created_at.isoformat()
-    if payment.wallet_id:
-        fields["wallet_id"] = payment.wallet_id
-    if payment.metadata:
-        fields["metadata"] = json.dumps(payment.metadata, separators=(",", ":"))
-    data = payment.data
-    if data is not None:
-        if data.amount_msats is not None:
-            fields["amount_msats"] = str(data.amount_msats)
-        if data.memo:
-            fields["description"] = data.memo
-    request = payment.payment_request
-    if request:
-        fields["payment_request"] = request
-        invoice = payment.invoice() if request != decoded_request else None
-        if invoice is not None:
-            fields["payment_hash"] = invoice.payment_hash
-            fields["expires_at"] = repr(invoice.expires_at.timestamp())
-            if invoice.amount_msat is not None and "amount_msats" not in fields:
-                fields["amount_msats"] = str(invoice.amount_msat)
-    return fields
-
-
-def _final_event(
-    payment: Payment, *, previous_status: str | None, now: float
-) -> tuple[str, str, str]:
-    """Event id, type and body for a payment that is final; empty strings otherwise."""
-    if not payment.is_final:
-        return "", "", ""
-    event_type = f"payment.{payment.status}"
-    body = event_body(
-        event_type=event_type,
-        at=now,
-        payment_id=payment.id,
-        previous_status=previous_status,
-        status=payment.status,
-        payment=payment.raw,
-    )
-    return transition_event_id(payment.id, payment.status), event_type, body
 
 
 class PaymentStore:
@@ -156,20 +105,9 @@ class PaymentStore:
 
         A payment already final when adopted is not scheduled; its event is emitted at once
         with `previous_status: null`, because whoever asked to watch it wants to know."""
-        fields = {
-            "id": payment.id,
-            "status": payment.status,
-            "version": "1",
-            "source": source,
-            "watched_at": repr(now),
-            "status_changed_at": repr(now),
-            "poll_count": "0",
-            "error_count": "0",
-            **payment_fields(payment),
-            **(extra or {}),
-        }
+        fields = adopted_fields(payment, source=source, now=now, extra=extra)
         final = payment.is_final
-        event_id, event_type, body = _final_event(payment, previous_status=None, now=now)
+        event_id, event_type, body = final_event(payment, previous_status=None, now=now)
         created_at = payment.created_at.timestamp() if payment.created_at else now
         args: list[str] = [
             payment.id,
@@ -339,7 +277,7 @@ class PaymentStore:
         """Compare-and-set the status; a final status also emits its outbox event."""
         new_status = payment.status
         final = new_status in FINAL_STATUSES
-        event_id, event_type, body = _final_event(payment, previous_status=record.status, now=now)
+        event_id, event_type, body = final_event(payment, previous_status=record.status, now=now)
         transition = json.dumps(
             {"from": record.status, "to": new_status, "at": now, "event_id": event_id or None}
         )

@@ -59,7 +59,7 @@ def real(api: ApiClient, stack: Stack) -> Real:
     delivery = rt.deliveries.get(test["delivery_id"])
     assert delivery is not None
     # One attempt, so `{vw}:delivery:<id>:attempts` (a list) exists; and an in-flight slot.
-    rt.deliveries.record_attempt(
+    rt.deliveries.attempts.finish(
         delivery,
         {"attempt": 1, "at": time.time(), "status_code": None, "error": "refused"},
         status="failed",

@@ -273,20 +273,6 @@ class DeliveryStore:
 
         return AttemptStore(self.redis, self.keys)
 
-    def record_attempt(
-        self,
-        delivery: Delivery,
-        attempt: dict[str, Any],
-        *,
-        status: str,
-        now: float,
-        next_attempt_at: float | None,
-    ) -> None:
-        """Log the attempt and move the delivery to its next state, in one step."""
-        self.attempts.finish(
-            delivery, attempt, status=status, now=now, next_attempt_at=next_attempt_at
-        )
-
     def finish_without_attempt(self, delivery: Delivery, *, reason: str, now: float) -> None:
         """Dead-letter a delivery that cannot be attempted (its subscription is gone)."""
         pipe = self.redis.pipeline(transaction=True)

@@ -16,7 +16,8 @@ import redis
 import requests
 from redis.sentinel import Sentinel
 
-from watcher.delivery.attempts import AttemptOutcome, DeliveryPolicy, attempt_chunk
+from watcher.delivery.attempts import AttemptOutcome, DeliveryPolicy, attempt_chunk, ran_clean
+from watcher.delivery.dispatch import DispatchLimits, DueChunks
 from watcher.delivery.engine import DeliveryEngine
 from watcher.delivery.guarded_http import guarded_session
 from watcher.delivery.store import DeliveryStore
@@ -171,9 +172,23 @@ class Runtime:
         with self._engine_lock:
             if self._delivery_engine is None:
                 self._delivery_engine = DeliveryEngine(
-                    self.settings.watcher_delivery_concurrency, self.attempt_chunk
+                    self.settings.watcher_delivery_concurrency,
+                    self.run_delivery_chunk,
+                    refill=DueChunks(self.deliveries, self.dispatch_limits, self.clock),
                 )
             return self._delivery_engine
+
+    @property
+    def dispatch_limits(self) -> DispatchLimits:
+        s = self.settings
+        policy = self.delivery_policy
+        return DispatchLimits(
+            policy.lease, s.watcher_dispatch_batch, s.watcher_delivery_chunk, policy.max_in_flight
+        )
+
+    def run_delivery_chunk(self, delivery_ids: list[str]) -> bool:
+        """The engine's chunk runner: True when its thread may take more."""
+        return ran_clean(delivery_ids, self.attempt_chunk(delivery_ids))
 
     def attempt_chunk(self, delivery_ids: list[str]) -> list[AttemptOutcome]:
         """One subscriber's chunk, on a session of this thread's own: a shared Session's

@@ -9,7 +9,8 @@ from typing import Any
 from celery import Task
 
 from watcher.celery import QUEUE_DELIVER, QUEUE_POLL, QUEUE_RETRY, app
-from watcher.delivery.attempts import SLOT_WAIT, group_by_subscription
+from watcher.delivery.attempts import SLOT_WAIT, Chunk, group_by_subscription
+from watcher.delivery.dispatch import dispatch_due_deliveries
 from watcher.delivery.engine import Admission
 from watcher.delivery.retention import forget_old
 from watcher.engine.dispatcher import dispatch_due_polls
@@ -102,27 +103,17 @@ def fan_out_and_dispatch(rt: Runtime) -> int:
 
 
 def dispatch_due_deliveries_now(rt: Runtime) -> int:
-    """Claim due first attempts and retries (leases) and send them to their own queues."""
-    now = rt.clock()
-    lease = rt.delivery_policy.lease
-    sent = 0
-    first, retries = rt.deliveries.claim_due_attempts(
-        now, lease, rt.settings.watcher_dispatch_batch
-    )
-    for claimed, queue in ((first, QUEUE_DELIVER), (retries, QUEUE_RETRY)):
-        for chunk in group_by_subscription(
-            rt.deliveries, claimed, rt.settings.watcher_delivery_chunk
-        ):
-            _send(
-                deliver,
-                chunk.delivery_ids,
-                queue=queue,
-                expires=lease,
-                what="delivery ids",
-                args=(chunk.subscription_id,),
-            )
-            sent += len(chunk.delivery_ids)
-    return sent
+    """Claim due first attempts and retries (leases) and send them to their own queues, no
+    more of a subscriber's chunks than it has room for."""
+    limits = rt.dispatch_limits
+
+    def send(chunk: Chunk, retry: bool) -> None:
+        queue = QUEUE_RETRY if retry else QUEUE_DELIVER
+        args = (chunk.subscription_id,)
+        _send(deliver, chunk.delivery_ids, queue=queue, expires=limits.lease, what="delivery ids",
+              args=args)  # fmt: skip
+
+    return dispatch_due_deliveries(rt.deliveries, limits, rt.clock(), send)
 
 
 @app.task(name="watcher.dispatch_deliveries", ignore_result=True)

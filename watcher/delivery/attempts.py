@@ -131,6 +131,12 @@ def attempt_chunk(
     return outcomes
 
 
+def ran_clean(delivery_ids: list[str], outcomes: list[AttemptOutcome]) -> bool:
+    """Every delivery of the chunk was attempted and none said the subscriber is in trouble:
+    its thread may take more."""
+    return len(outcomes) == len(delivery_ids) and not _STOP_CHUNK.intersection(outcomes)
+
+
 def attempt_delivery(
     deliveries: DeliveryStore,
     session: requests.Session,

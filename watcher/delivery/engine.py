@@ -6,7 +6,8 @@ held a slot, one subscriber that hangs until the timeout filled the pool, and he
 subscribers, polls and dispatcher ticks waited minutes behind it (issue 11). A thread blocked
 on a socket costs almost nothing, so the task that receives a chunk only hands it over here
 and returns at once; the Redis lease on every claimed delivery still covers a process that
-dies mid-attempt.
+dies mid-attempt. A thread whose chunk went well asks its `Refill` for the next due chunks
+(delivery/dispatch.py) instead of ending: a backlog drains without a broker round trip a chunk.
 """
 
 from __future__ import annotations
@@ -15,12 +16,26 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
+from watcher.delivery.attempts import Chunk
 from watcher.logging import get_logger
 
 log = get_logger(__name__)
 
+# Runs one chunk; True when it ran to its end with the subscriber healthy (the thread may
+# then take more).
 RunChunk = Callable[[list[str]], object]
+
+
+class Refill(Protocol):
+    window: float  # seconds a thread goes on taking chunks before it ends
+
+    def next_chunks(self) -> list[Chunk]: ...
+
+    def hand_back(self, delivery_ids: list[str]) -> None: ...
+
+    def now(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -38,10 +53,19 @@ class DeliveryEngine:
     `capacity` are busy: the `+ 1` keeps room for the next one to arrive, since a thread
     stuck on a hanging subscriber cannot be taken back before its timeout."""
 
-    def __init__(self, capacity: int, run_chunk: RunChunk, *, ceiling: int | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        run_chunk: RunChunk,
+        *,
+        ceiling: int | None = None,
+        refill: Refill | None = None,
+    ) -> None:
         self.capacity = capacity
         self.ceiling = ceiling or 4 * capacity
         self._run_chunk = run_chunk
+        self._refill = refill
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self._running: dict[str, int] = {}
         self._executor = ThreadPoolExecutor(
@@ -82,18 +106,50 @@ class DeliveryEngine:
             return dict(self._running)
 
     def _run(self, subscription_id: str, delivery_ids: list[str]) -> None:
+        started = self._refill.now() if self._refill else 0.0
         try:
-            self._run_chunk(delivery_ids)
+            while delivery_ids:
+                clean = self._run_one(subscription_id, delivery_ids)
+                if not clean or self._refill is None or self._closing.is_set():
+                    break
+                if self._refill.now() - started >= self._refill.window:
+                    break
+                delivery_ids = self._take_next(self._refill, subscription_id)
+        finally:
+            with self._lock:
+                self._release_locked(subscription_id)
+
+    def _run_one(self, subscription_id: str, delivery_ids: list[str]) -> bool:
+        try:
+            return self._run_chunk(delivery_ids) is True
         except Exception:
             # Redis went away or a bug: the claims' leases bring the deliveries back.
             log.exception("delivery chunk crashed", subscription_id=subscription_id)
-        finally:
-            with self._lock:
-                left = self._running.get(subscription_id, 1) - 1
-                if left > 0:
-                    self._running[subscription_id] = left
-                else:
-                    self._running.pop(subscription_id, None)
+            return False
+
+    def _take_next(self, refill: Refill, subscription_id: str) -> list[str]:
+        """The next due chunks: this thread keeps its subscriber's, if there is one, and offers
+        the others like any chunk (so shares still hold); what no thread can take goes back."""
+        try:
+            chunks = refill.next_chunks()
+        except Exception:
+            log.exception("taking the next due deliveries failed")
+            return []
+        mine: list[str] = []
+        for chunk in chunks:
+            if chunk.subscription_id == subscription_id and not mine:
+                mine = chunk.delivery_ids
+            elif not self.offer(chunk.subscription_id, chunk.delivery_ids).admitted:
+                refill.hand_back(chunk.delivery_ids)
+        return mine
+
+    def _release_locked(self, subscription_id: str) -> None:
+        left = self._running.get(subscription_id, 1) - 1
+        if left > 0:
+            self._running[subscription_id] = left
+        else:
+            self._running.pop(subscription_id, None)
 
     def shutdown(self, wait: bool = True) -> None:
+        self._closing.set()
         self._executor.shutdown(wait=wait, cancel_futures=False)

@@ -207,6 +207,13 @@ class DeliveryStore:
             )
         )
 
+    def in_flight(self, subscription_ids: Sequence[str], now: float) -> dict[str, int]:
+        """Attempts under way per subscription (slots whose lease has not run out)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sub_id in subscription_ids:
+            pipe.zcount(self.keys.subscription_inflight(sub_id), f"({now!r}", "+inf")
+        return {s: int(n) for s, n in zip(subscription_ids, pipe.execute(), strict=True)}
+
     def release_slot(self, subscription_id: str, delivery_id: str) -> None:
         self.redis.zrem(self.keys.subscription_inflight(subscription_id), delivery_id)
 
@@ -291,11 +298,14 @@ class DeliveryStore:
         pipe.execute()
 
     def release_claims(self, delivery_ids: list[str], at: float) -> None:
-        """Hand claimed deliveries back to whichever schedule holds them, due at `at`."""
+        """Hand claimed deliveries back to whichever schedule holds them, due at `at`: one
+        ZADD XX per schedule, however many there are."""
+        if not delivery_ids:
+            return
+        members = dict.fromkeys(delivery_ids, at)
         pipe = self.redis.pipeline(transaction=False)
-        for delivery_id in delivery_ids:
-            for schedule in (self.keys.deliver_schedule, self.keys.retry_schedule):
-                pipe.zadd(schedule, {delivery_id: at}, xx=True)
+        for schedule in (self.keys.deliver_schedule, self.keys.retry_schedule):
+            pipe.zadd(schedule, members, xx=True)
         pipe.execute()
 
     def redeliver(self, delivery_id: str, now: float) -> Delivery | None:
@@ -347,12 +357,16 @@ class DeliveryStore:
                     chosen.append(delivery_id)
         return chosen
 
+    def claim_due_first_attempts(self, now: float, lease: float, limit: int) -> list[str]:
+        """Due first attempts (and re-sends) only: what a delivery thread takes next."""
+        return self.claim_due(self.keys.deliver_schedule, now, lease, limit)
+
     def claim_due_attempts(
         self, now: float, lease: float, limit: int
     ) -> tuple[list[str], list[str]]:
         """Due first attempts (and re-sends), then due retries, each claimed up to `limit`."""
         return (
-            self.claim_due(self.keys.deliver_schedule, now, lease, limit),
+            self.claim_due_first_attempts(now, lease, limit),
             self.claim_due(self.keys.retry_schedule, now, lease, limit),
         )
 

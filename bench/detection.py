@@ -1,16 +1,15 @@
-"""Detection latency at the subscriber and Voltage request cost: the watcher against a naive
-2-second poller. What it runs, measures and prints: bench/README.md (`bench.detection`); the
-report and its arithmetic: `bench.detection_report`.
-"""
+"""Detection latency at a subscriber and Voltage requests: watcher vs a naive 2 s poller.
+
+What it runs and prints: bench/README.md (`bench.detection`); the report: `detection_report`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import heapq
 import json
 import math
 import random
+import sched
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from datetime import datetime
 from typing import Any
 
@@ -28,36 +28,30 @@ from bench import harness as h
 from bench.harness import API_KEY, ENV_ID, ORG_ID, Stack
 from bench.naive import NaiveLoop, naive_threads
 from bench.receiver import Receiver
-from watcher.api.ingress import (
-    HEADER_SIGNATURE,
-    HEADER_TIMESTAMP,
-    INGRESS_ROUTE,
-    sign_voltage_webhook,
-)
+from watcher.api import ingress
 from watcher.engine.watching import create_and_watch
+from watcher.launcher import wait_ready, watcher_command
 from watcher.voltage.client import VoltageClient
 
 CREATE_SECONDS_PER_PAYMENT = 0.06  # the default pacing: 1,000 payments over 60 s
 ACT_THREADS = 4
-WALLETS = {"watcher": "wallet-bench-watcher", "hint": "wallet-bench-hint"}
-NAIVE_WALLET = "wallet-bench-naive"
+WALLETS = {"watcher": "wallet-bench-watcher", "hint": "wallet-bench-hint",
+           "naive": "wallet-bench-naive"}  # fmt: skip
 HINT_SECRET = "bench-voltage-webhook-secret-0123456789"  # noqa: S105 - the bench's own
 API_TOKEN = "bench-api-token-0123456789abcdef"  # noqa: S105 - the bench's own API
-EXPECTED = {"settle": "completed", "fail": "failed"}
-# The realistic mix; offsets count from each payment's creation.
-MIX_CLASSES = ("paid_early", "paid_late", "expired", "failed")
-CLASS_LABELS = {"paid_early": "paid within 60 s", "paid_late": "paid after 60 s",
-                "expired": "never paid: expired", "failed": "failed"}  # fmt: skip
-CLASS_EXPECTED = dict(
-    zip(MIX_CLASSES, ("completed", "completed", "expired", "failed"), strict=True)
-)
+CLASSES = {  # a payment's class: its label, the final status it must reach, what is done to it
+    "paid_early": ("paid within 60 s", "completed", "settle"),
+    "paid_late": ("paid after 60 s", "completed", "settle"),
+    "expired": ("never paid: expired", "expired", None),
+    "failed": ("failed", "failed", "fail"),
+    "settled": ("settled", "completed", "settle"),  # the latency plan's
+    "untouched": ("untouched", None, None),
+}
+MIX_CLASSES = ("paid_early", "paid_late", "expired", "failed")  # offsets from each creation
 DEFAULT_MIX_SHARES = (0.55, 0.15, 0.25, 0.05)
 FIRST_MINUTE, EARLY_OFFSETS, LATE_FROM = 60.0, (1.0, 55.0), 62.0
 BEFORE_EXPIRY = 15.0  # late payments and failures happen at least this long before expiry
 MIN_EXPIRATION = 80
-
-
-# --- parameters and the plan ------------------------------------------------------------------
 
 
 def parse_shares(text: str) -> tuple[float, ...]:
@@ -78,55 +72,43 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     h.options(
         p,
         ("--payments", int, None, "per side (default 200)"),
-        ("--create-over", float, None, f"pace the creates over this many seconds (default "
-         f"{CREATE_SECONDS_PER_PAYMENT:g} s per payment: 60 s for 1,000; 0 = as fast as the "
-         "threads go)"),
+        ("--create-over", float, None, "pace the creates over this many s (default 0.06 s each)"),
         ("--create-threads", int, 8, None),
         ("--settle-share", float, 0.7, None),
         ("--fail-share", float, 0.05, "of N, fail instead"),
-        ("--duration", float, None, "settle window in seconds after the creates (default 120, "
-         "--quick 18)"),
-        ("--drain-timeout", float, None, "after the window (--mix: after the last expiry), wait "
-         "at most this long for reports (default 30)"),
+        ("--duration", float, None, "settle window in seconds (default 120, --quick 18)"),
+        ("--drain-timeout", float, None, "then (--mix: after the last expiry) wait this long"),
         ("--seed", int, None, None),
         ("--mode", ("concurrent", "sequential"), "concurrent", None),
-        ("--hint", "store_true", False, "add a side: a second watcher deployment told by signed "
-         "Voltage webhooks right after each settle/fail (its own Redis db, worker, beat, "
-         "`watcher api`)"),
-        ("--mix", "store_true", False, "realistic mix instead of the settle window: paid within "
-         "a minute, paid later, never paid (expire), failed"),
-        ("--expiration", int, None, "invoice expiration in seconds (--mix: default 240, --quick "
-         f"90, at least {MIN_EXPIRATION}; otherwise Voltage's default)"),
-        ("--mix-shares", parse_shares, DEFAULT_MIX_SHARES, "--mix: EARLY,LATE,EXPIRED,FAILED "
-         "shares of payments paid within 60 s, paid later, never paid, failed (default "
-         f"{','.join(f'{x:g}' for x in DEFAULT_MIX_SHARES)})"),
+        ("--hint", "store_true", False, "add a watcher told by signed Voltage webhooks"),
+        ("--mix", "store_true", False, "realistic mix: paid early, paid late, expired, failed"),
+        ("--expiration", int, None, "invoice expiration in s (--mix: 240, --quick 90, >= 80)"),
+        ("--mix-shares", parse_shares, DEFAULT_MIX_SHARES, "EARLY,LATE,EXPIRED,FAILED shares"),
         ("--naive-interval", float, 2.0, None),
         ("--naive-threads", int, None, "default: enough for N (N/40, >= 8)"),
-        ("--worker-concurrency", int, None, "override the Procfile worker's concurrency "
-         "(default: one child per CPU)"),
+        ("--worker-concurrency", int, None, "override the Procfile's (one child per CPU)"),
         ("--poll-schedule", str, None, "override WATCHER_POLL_SCHEDULE"),
         ("--sweep-interval", str, None, "override WATCHER_SWEEP_INTERVAL"),
         ("--dispatch-interval", str, None, "override WATCHER_DISPATCH_INTERVAL"),
-    )  # fmt: skip
+    )
     a = p.parse_args(argv)
     a.payments = a.payments or (40 if a.mix and a.quick else 30 if a.quick else 200)
     if a.mix:
         a.expiration = a.expiration or (90 if a.quick else 240)
-        if not MIN_EXPIRATION <= a.expiration <= 86400:
-            p.error(f"--expiration must be {MIN_EXPIRATION}..86400 seconds")
-    elif a.expiration is not None and not 1 <= a.expiration <= 86400:
-        p.error("--expiration must be 1..86400 seconds")
-    a.drain_timeout = a.drain_timeout or ((20.0 if a.mix else 15.0) if a.quick else 30.0)
+    low = MIN_EXPIRATION if a.mix else 1
+    if a.create_over is None:
+        a.create_over = CREATE_SECONDS_PER_PAYMENT * a.payments
+    if a.expiration is not None and not low <= a.expiration <= 86400:
+        p.error(f"--expiration must be {low}..86400 seconds")
     if a.payments < 1 or not 0 <= a.settle_share <= 1 or not 0 <= a.fail_share <= 1:
         p.error("need --payments >= 1 and shares within 0..1")
     if a.settle_share + a.fail_share > 1:
         p.error("--settle-share + --fail-share must not exceed 1")
-    if a.create_over is None:
-        a.create_over = CREATE_SECONDS_PER_PAYMENT * a.payments
     if a.create_over < 0 or a.create_threads < 1:
         p.error("--create-over must be >= 0 and --create-threads >= 1")
     if a.worker_concurrency is not None and a.worker_concurrency < 1:
         p.error("--worker-concurrency must be >= 1")
+    a.drain_timeout = a.drain_timeout or ((20.0 if a.mix else 15.0) if a.quick else 30.0)
     a.duration = a.duration or (18.0 if a.quick else 120.0)
     a.seed = a.seed if a.seed is not None else random.randrange(1, 1_000_000)
     a.naive_threads = a.naive_threads or naive_threads(a.payments)
@@ -142,37 +124,23 @@ def mix_counts(n: int, shares: Sequence[float]) -> list[int]:
     return counts
 
 
-def make_plan(a: Any, rng: random.Random) -> tuple[list[float], list[str | None], list[str]]:
-    """Index-aligned for every side: payment i gets actions[i] at offsets[i] (or nothing);
-    its class says what it must end as."""
+def make_plan(a: Any, rng: random.Random) -> tuple[list[float], list[str]]:
+    """Index-aligned for every side: payment i is of classes[i], acted on at offsets[i]."""
     n = a.payments
     if not a.mix:
         settle_n = round(n * a.settle_share)
         fail_n = min(round(n * a.fail_share), n - settle_n)
-        actions: list[str | None] = [None] * n
+        classes = ["untouched"] * n
         for position, index in enumerate(rng.sample(range(n), settle_n + fail_n)):
-            actions[index] = "settle" if position < settle_n else "fail"
-        offsets = [rng.uniform(0.0, a.duration) for _ in range(n)]
-        names = {"settle": "settled", "fail": "failed"}
-        return offsets, actions, [names.get(x or "", "untouched") for x in actions]
+            classes[index] = "settled" if position < settle_n else "failed"
+        return [rng.uniform(0.0, a.duration) for _ in range(n)], classes
     counts = mix_counts(n, a.mix_shares)
     classes = [name for name, c in zip(MIX_CLASSES, counts, strict=True) for _ in range(c)]
     rng.shuffle(classes)
     e = float(a.expiration)
     ranges = {"paid_early": EARLY_OFFSETS, "paid_late": (LATE_FROM, e - BEFORE_EXPIRY),
-              "failed": (1.0, e - BEFORE_EXPIRY), "expired": (e, e)}  # fmt: skip
-    offsets = [rng.uniform(*ranges[c]) if c != "expired" else e for c in classes]
-    acts = {"paid_early": "settle", "paid_late": "settle", "failed": "fail"}
-    return offsets, [acts.get(c) for c in classes], classes
-
-
-def expected_of(name: str, mix: bool) -> str | None:
-    if mix:
-        return CLASS_EXPECTED[name]
-    return {"settled": "completed", "failed": "failed"}.get(name)
-
-
-# --- the sides --------------------------------------------------------------------------------
+              "failed": (1.0, e - BEFORE_EXPIRY)}  # fmt: skip
+    return [rng.uniform(*ranges[c]) if c in ranges else e for c in classes], classes
 
 
 class Side:
@@ -183,9 +151,7 @@ class Side:
     def __init__(self, name: str, expiration: int | None) -> None:
         self.name, self.expiration = name, expiration
         self.ids: dict[int, str] = {}  # plan index -> payment id
-        self.classes: dict[str, str] = {}
-        self.expected: dict[str, str | None] = {}  # the final status it must reach
-        self.actions: dict[str, str] = {}  # settle | fail
+        self.classes: dict[str, str] = {}  # payment id -> its class (CLASSES)
         self.created_at: dict[str, float] = {}
         self.acted_at: dict[str, float] = {}  # when the settle/fail call answered
         self.expires_at: dict[str, float] = {}  # the simulator's expiry instant
@@ -203,29 +169,35 @@ class Side:
         raise NotImplementedError
 
     def finish_creates(self) -> None:
-        """Note how many requests the creates took (called once they are all done)."""
+        """Note how many requests the creates took (once they are all done)."""
 
-    def after_act(self, pid: str, action: str, payment: dict[str, Any]) -> None:
+    def after_act(self, action: str, payment: dict[str, Any]) -> None:
         """Right after a settle/fail call answered (the hint side tells the watcher)."""
 
     def refresh(self) -> None:
         """Pick up detections and deliveries (the naive loop records its own as it goes)."""
 
+    def close(self) -> None:
+        """Stop what the side runs in this process (idempotent)."""
+
+    def want(self, pid: str) -> str | None:
+        """The final status the payment must reach (None: it must not be reported)."""
+        return CLASSES[self.classes[pid]][1]
+
     def checked(self) -> list[str]:
         """Payments whose outcome is checked: all but those whose settle/fail call failed."""
-        return [pid for pid in self.expected if pid not in self.act_failed]
+        return [pid for pid in self.classes if pid not in self.act_failed]
 
     def undetected(self) -> list[str]:
-        return [p for p in self.checked() if self.expected[p] and p not in self.reported]
+        return [p for p in self.checked() if self.want(p) and p not in self.reported]
 
     def wrong(self) -> list[str]:
-        return [p for p in self.checked() if p in self.reported and self.expected[p]
-                and self.reported_status.get(p) != self.expected[p]]  # fmt: skip
+        return [p for p in self.checked() if p in self.reported and self.want(p)
+                and self.reported_status.get(p) != self.want(p)]  # fmt: skip
 
     def unexpected(self) -> list[str]:
-        """Reported final although nothing happened to them (latency plan: untouched)."""
         return [p for p in self.checked()
-                if not self.expected[p] and (p in self.reported or p in self.detected)]  # fmt: skip
+                if not self.want(p) and (p in self.reported or p in self.detected)]  # fmt: skip
 
     def duplicates(self) -> list[str]:
         """Reported twice without saying so: two outbox events, or two distinct webhook-ids."""
@@ -237,17 +209,36 @@ class Side:
 
 
 class WatcherSide(Side):
-    """`create_and_watch`; reported = the first verified webhook at the bench's receiver,
-    detected = the XADD time of the outbox event."""
+    """A watcher deployment (own Redis db, wallet, receiver path): reported = the first verified
+    webhook at the receiver, detected = the outbox event's XADD time."""
 
     label = "watcher"
 
-    def __init__(self, a: Any, dep: Deployment, receiver: Receiver) -> None:
-        super().__init__(dep.name, a.expiration)
-        self.rt, self.receiver, self.path = dep.rt, receiver, dep.path
+    def __init__(self, stack: Stack, a: Any, name: str, db: int, receiver: Receiver) -> None:
+        super().__init__(name, a.expiration)
+        self.path, self.suffix, self.receiver = f"/hooks/{name}", f"-{name}" if db else "", receiver
+        given = {k: getattr(a, k) for k in ("poll_schedule", "sweep_interval", "dispatch_interval")}
+        extra = {f"WATCHER_{k.upper()}": v for k, v in given.items() if v is not None}
+        if name == "hint":
+            extra |= {"VOLTAGE_WEBHOOK_SECRET": HINT_SECRET, "WATCHER_API_TOKENS": API_TOKEN}
+        url, wallet = h.db_url(stack.redis.url, db), WALLETS[name]
+        self.values = stack.values(wallet, url, WATCHER_WEBHOOK_ALLOW_PRIVATE="true", **extra)
+        self.rt = stack.runtime(self.values, own_process=not db)
+        _sub, secret = self.rt.subscriptions.create(
+            url=receiver.url(self.path), wallet_id=wallet, description=f"bench {name}"
+        )
+        receiver.add_path(self.path, secret)
         self.invalid: Counter[str] = Counter()
         self.posts, self._last_entry = 0, "-"
         self._requests_before = self.rt.voltage.request_count
+
+    def start(self, stack: Stack, a: Any) -> None:
+        """The Procfile's worker and beat; a second deployment on this host gets its own node."""
+        args = ["--loglevel", "INFO"]
+        args += ["--concurrency", str(a.worker_concurrency)] if a.worker_concurrency else []
+        args += ["-n", f"bench{self.suffix}@%h"] if self.suffix else []
+        stack.worker(f"worker{self.suffix}", self.values, *args, rt=self.rt)
+        stack.beat(f"beat{self.suffix}", self.values, rt=self.rt)
 
     def create(self, index: int) -> str:
         meta = {"bench": self.name, "i": str(index)}
@@ -259,8 +250,7 @@ class WatcherSide(Side):
         self.create_requests = self.rt.voltage.request_count - self._requests_before
 
     def refresh(self) -> None:
-        ids = set(self.ids.values())
-        store = self.rt.store
+        ids, store = set(self.ids.values()), self.rt.store
         while entries := store.redis.xrange(
             store.keys.outbox, min="-" if self._last_entry == "-" else f"({self._last_entry}",
             count=500,
@@ -281,33 +271,42 @@ class WatcherSide(Side):
 
 
 class HintSide(WatcherSide):
-    """A watcher that also hears from "Voltage": a signed webhook right after each settle/fail."""
+    """A watcher whose `watcher api` gets Voltage's signed webhook right after each settle/fail."""
 
     label = "watcher+hint"
 
-    def __init__(self, a: Any, dep: Deployment, receiver: Receiver) -> None:
-        super().__init__(a, dep, receiver)
-        self.url, self.sessions = dep.api_url + "/v1" + INGRESS_ROUTE, h.Sessions()
-        self._lock = threading.Lock()
+    def start(self, stack: Stack, a: Any) -> None:
+        from watcher.redis_server import free_port
+
+        super().start(stack, a)
+        port, self.sessions, self._lock = free_port(), h.Sessions(), threading.Lock()
+        self.url = f"http://127.0.0.1:{port}/v1{ingress.INGRESS_ROUTE}"
         self.answers: Counter[str] = Counter()  # accepted | ignored: <reason> | HTTP n | error
         self.post_ms: list[float] = []
+        command = watcher_command("api", "--host", "127.0.0.1", "--port", str(port))
+        api = stack.spawn(f"api{self.suffix}", command, self.values)
+        ready = f"http://127.0.0.1:{port}/readyz"
+        wait_ready("the hint API", lambda: stack.http.get(ready, timeout=1).ok, 60, [api])
 
-    def after_act(self, pid: str, action: str, payment: dict[str, Any]) -> None:
-        event = EXPECTED[action]
+    def close(self) -> None:
+        if hasattr(self, "sessions"):
+            self.sessions.close()
+
+    def after_act(self, action: str, payment: dict[str, Any]) -> None:
+        event = {"settle": "completed", "fail": "failed"}[action]
         body = {"type": "receive", "detail": {"event": event, "data": payment}}
         raw, stamp = json.dumps(body, separators=(",", ":")).encode(), str(int(time.time()))
-        headers = {"content-type": "application/json", HEADER_TIMESTAMP: stamp,
-                   HEADER_SIGNATURE: sign_voltage_webhook(HINT_SECRET, raw, stamp),
-                   "x-voltage-event": f"receive.{event}",
+        signature = ingress.sign_voltage_webhook(HINT_SECRET, raw, stamp)
+        headers = {"content-type": "application/json", ingress.HEADER_TIMESTAMP: stamp,
+                   ingress.HEADER_SIGNATURE: signature, "x-voltage-event": f"receive.{event}",
                    "x-voltage-webhook-id": str(uuid.uuid4())}  # fmt: skip
-        began = time.perf_counter()
+        began, answer = time.perf_counter(), {}
         try:
             response = self.sessions.get().post(self.url, data=raw, headers=headers, timeout=10)
         except requests.RequestException as exc:
             with self._lock:
                 self.answers[f"error: {type(exc).__name__}"] += 1
             return
-        answer: dict[str, Any] = {}
         with contextlib.suppress(ValueError):
             answer = response.json()
         outcome = f"HTTP {response.status_code}"
@@ -320,16 +319,14 @@ class HintSide(WatcherSide):
 
 
 class NaiveSide(Side):
-    """Creates with a plain VoltageClient; the 2 s loop GETs every pending payment and its
-    first final GET is both reported and detected."""
+    """A plain VoltageClient and a loop GETting every pending payment: its first final GET is
+    both reported and detected."""
 
     label = "naive"
 
     def __init__(self, a: Any, stack: Stack) -> None:
         super().__init__("naive", a.expiration)
-        self.posts_seen: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        session = requests.Session()
+        self.posts_seen, self._lock, session = 0, threading.Lock(), requests.Session()
         session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=32, max_retries=0))
         session.hooks["response"].append(self._count_response)
         self.client = VoltageClient(base_url=f"{stack.sim_root}/v1", api_key=API_KEY,
@@ -340,7 +337,7 @@ class NaiveSide(Side):
 
     def _count_response(self, response: requests.Response, *_args: Any, **_kw: Any) -> None:
         with self._lock:
-            self.posts_seen[response.request.method or "?"] += 1
+            self.posts_seen += response.request.method == "POST"
 
     def _final(self, pid: str, status: str, seen: float) -> None:
         with self._lock:
@@ -351,7 +348,7 @@ class NaiveSide(Side):
 
     def create(self, index: int) -> str:
         pid = self.client.submit_receive(
-            wallet_id=NAIVE_WALLET, amount_msats=1_000 + index, expiration=self.expiration,
+            wallet_id=WALLETS["naive"], amount_msats=1_000 + index, expiration=self.expiration,
             description=f"bench naive {index}", metadata={"bench": "naive", "i": str(index)},
         )  # fmt: skip
         self.client.wait_for_invoice(pid, timeout=10)
@@ -359,111 +356,51 @@ class NaiveSide(Side):
         return pid
 
     def finish_creates(self) -> None:
-        self.create_requests, self.create_posts = self.client.request_count, self.posts_seen["POST"]
+        self.create_requests, self.create_posts = self.client.request_count, self.posts_seen
 
     @property
     def requests_made(self) -> int:
         """Every Voltage request this side sent: creates (POST + invoice GETs) + loop GETs."""
         return self.client.request_count + self.loop.gets
 
-    def stop(self) -> None:
+    def close(self) -> None:
         if not self.loop.stopped:
             self.loop.stop()
         self.client.close()
 
 
-# --- the stack: per watcher deployment the Procfile's worker and beat (+ `watcher api`) -------
-
-
-class Deployment:
-    """One watcher: a Redis database and wallet of its own, one subscription to its own path
-    on the bench's receiver; the hint side also runs `watcher api` with the ingress on."""
-
-    def __init__(self, stack: Stack, a: Any, name: str, db: int, receiver: Receiver) -> None:
-        self.name, self.path, self.suffix = name, f"/hooks/{name}", "" if not db else f"-{name}"
-        overrides = {"WATCHER_POLL_SCHEDULE": a.poll_schedule,
-                     "WATCHER_SWEEP_INTERVAL": a.sweep_interval,
-                     "WATCHER_DISPATCH_INTERVAL": a.dispatch_interval}  # fmt: skip
-        extra = {k: v for k, v in overrides.items() if v is not None}
-        if name == "hint":
-            extra |= {"VOLTAGE_WEBHOOK_SECRET": HINT_SECRET, "WATCHER_API_TOKENS": API_TOKEN}
-        url = h.db_url(stack.redis.url, db)
-        self.values = stack.values(
-            WALLETS[name], url, WATCHER_WEBHOOK_ALLOW_PRIVATE="true", **extra
-        )
-        self.rt = stack.runtime(self.values, own_process=not db)
-        _sub, secret = self.rt.subscriptions.create(
-            url=receiver.url(self.path), wallet_id=WALLETS[name], description=f"bench {name}"
-        )
-        receiver.add_path(self.path, secret)
-        self.api_url = ""
-
-    def start(self, stack: Stack, a: Any) -> None:
-        """The Procfile's layout; a second deployment on this host only gets its own node."""
-        args = ["--loglevel", "INFO"]
-        args += ["--concurrency", str(a.worker_concurrency)] if a.worker_concurrency else []
-        args += ["-n", f"bench{self.suffix}@%h"] if self.suffix else []
-        stack.worker(f"worker{self.suffix}", self.values, *args, rt=self.rt)
-        stack.beat(f"beat{self.suffix}", self.values, rt=self.rt)
-        if self.name == "hint":
-            from watcher.redis_server import free_port
-
-            port = free_port()
-            self.api_url = f"http://127.0.0.1:{port}"
-            command = h.watcher_command("api", "--host", "127.0.0.1", "--port", str(port))
-            api = stack.spawn(f"api{self.suffix}", command, self.values)
-            ready = f"{self.api_url}/readyz"
-            h.wait_for("the hint API", lambda: stack.http.get(ready, timeout=1).ok, 60, [api])
-
-
-# --- one measured phase: creates, settles and fails at their instants, the drain --------------
-
-
 class Actor:
-    """Makes the settle/fail calls at their planned instants, from a small pool, while creates
-    are still running (the mix counts offsets from each payment's own creation)."""
+    """The settle/fail calls at their planned instants (ties in random order), from a pool."""
 
     def __init__(self, stack: Stack, info: dict[str, Any], rng: random.Random) -> None:
-        self.stack, self.info, self.rng, self.added, self.done = stack, info, rng, 0, 0
-        self._heap: list[tuple[float, float, int, Side, str, str]] = []
-        self._cond, self._closed = threading.Condition(), False
-        self._pool = ThreadPoolExecutor(ACT_THREADS, thread_name_prefix="act")
-        self._thread = threading.Thread(target=self._run, name="actor", daemon=True)
-        self._thread.start()
+        self.stack, self.info, self.rng, self.done, self.closed = stack, info, rng, 0, False
+        self.lock, self.pool = threading.Lock(), ThreadPoolExecutor(ACT_THREADS, "act")
+        self.plan = sched.scheduler(time.time, lambda s: time.sleep(min(s, 0.01)))
+        self.thread = threading.Thread(target=self._run, name="actor", daemon=True)
+        self.thread.start()
 
     def add(self, due: float, side: Side, pid: str, action: str) -> None:
-        with self._cond:
-            self.added += 1
-            heapq.heappush(self._heap, (due, self.rng.random(), self.added, side, pid, action))
-            self._cond.notify()
+        args = (self._act, due, side, pid, action)
+        self.plan.enterabs(due, self.rng.random(), self.pool.submit, args)
+
+    def _run(self) -> None:
+        while not (self.closed and self.plan.empty()):
+            self.plan.run()
+            time.sleep(0.01)
 
     def close_and_join(self, extra: float) -> None:
         """Until every call was made, or `extra` seconds after the last one was due."""
-        with self._cond:
-            last, self._closed = max((e[0] for e in self._heap), default=time.time()), True
-            self._cond.notify()
-        timeout = max(0.0, last - time.time()) + extra
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        last = max((e.time for e in self.plan.queue), default=time.time())
+        self.closed, timeout = True, max(0.0, last - time.time()) + extra
+        self.thread.join(timeout)
+        if self.thread.is_alive():
             raise RuntimeError(f"settle/fail calls still running after {timeout:.0f}s")
-        self._pool.shutdown(wait=True)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._heap and self._closed:
-                    return
-                wait = self._heap[0][0] - time.time() if self._heap else 0.5
-                if wait > 0:
-                    self._cond.wait(min(wait, 0.5))
-                    continue
-                due, _, _, side, pid, action = heapq.heappop(self._heap)
-            self._pool.submit(self._act, due, side, pid, action)
+        self.pool.shutdown(wait=True)
 
     def _act(self, due: float, side: Side, pid: str, action: str) -> None:
-        with self._cond:
-            lateness = self.info["settle_lateness_max"]
-            self.info["settle_lateness_max"] = max(lateness, time.time() - due)
+        with self.lock:
+            late = self.info["settle_lateness_max"]
+            self.info["settle_lateness_max"] = max(late, time.time() - due)
         try:
             payment = self.stack.sim("POST", f"/payments/{pid}/{action}")
         except requests.RequestException as exc:
@@ -471,61 +408,47 @@ class Actor:
             h.log(f"{side.name}: {action} {pid} failed: {exc}")
             return
         side.acted_at[pid] = time.time()
-        side.after_act(pid, action, payment)
-        with self._cond:
+        side.after_act(action, payment)
+        with self.lock:
             self.done += 1
 
 
 def create_all(sides: list[Side], a: Any, plan: Any, actor: Actor, info: dict[str, Any]) -> None:
     """Payment i on every side, interleaved, each create at its paced instant."""
-    offsets, actions, classes = plan
+    offsets, classes = plan
     jobs = [(side, i) for i in range(a.payments) for side in sides]
-    spacing, began, lock, taken = (
-        a.create_over / max(1, len(jobs)),
-        time.time(),
-        threading.Lock(),
-        [0],
-    )
+    spacing, began, lock = a.create_over / max(1, len(jobs)), time.time(), threading.Lock()
 
-    def work() -> None:
-        while True:
-            with lock:
-                k, taken[0] = taken[0], taken[0] + 1
-            if k >= len(jobs):
-                return
-            while (wait := began + k * spacing - time.time()) > 0:
-                time.sleep(min(wait, 0.05))
-            with lock:
-                info["create_lag_max"] = max(info["create_lag_max"], -wait)
-            side, i = jobs[k]
-            try:
-                pid = side.create(i)
-            except Exception as exc:
-                side.create_errors += 1
-                h.log(f"{side.name}: create {i} failed: {type(exc).__name__}: {exc}")
-                continue
-            side.ids[i], side.created_at[pid], side.classes[pid] = pid, time.time(), classes[i]
-            side.expected[pid] = expected_of(classes[i], a.mix)
-            if actions[i] is not None:
-                side.actions[pid] = actions[i]
-                if a.mix:
-                    actor.add(side.created_at[pid] + offsets[i], side, pid, actions[i])
+    def work(k: int) -> None:
+        while (wait := began + k * spacing - time.time()) > 0:
+            time.sleep(min(wait, 0.05))
+        with lock:
+            info["create_lag_max"] = max(info["create_lag_max"], -wait)
+        side, i = jobs[k]
+        try:
+            pid = side.create(i)
+        except Exception as exc:
+            side.create_errors += 1
+            h.log(f"{side.name}: create {i} failed: {type(exc).__name__}: {exc}")
+            return
+        side.ids[i], side.created_at[pid], side.classes[pid] = pid, time.time(), classes[i]
+        if a.mix and (action := CLASSES[classes[i]][2]):
+            actor.add(side.created_at[pid] + offsets[i], side, pid, action)
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(a.create_threads)]
-    for thread in threads:
-        thread.start()
     # Each create is bounded (HTTP timeouts, a 10 s invoice wait), so this is too.
-    deadline = time.monotonic() + a.create_over + 30 * -(-len(jobs) // len(threads)) + 60
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            raise RuntimeError("creates did not finish before their deadline")
+    deadline = a.create_over + 30 * -(-len(jobs) // a.create_threads) + 60
+    pool = ThreadPoolExecutor(a.create_threads, "create")
+    done, late = wait_all([pool.submit(work, k) for k in range(len(jobs))], deadline)
+    pool.shutdown(wait=not late, cancel_futures=True)
+    if late:
+        raise RuntimeError("creates did not finish before their deadline")
+    for future in done:
+        future.result()  # a create's own failure is counted; anything else is a bug: raise it
 
 
 def run_phase(label: str, sides: list[Side], stack: Stack, a: Any, plan: Any,
               rng: random.Random) -> dict[str, Any]:  # fmt: skip
-    """Create on every side (settling to plan meanwhile for the mix), then settle/fail to plan,
-    then drain until everything that must end was reported."""
+    """Create (the mix settles meanwhile), settle/fail to plan, drain until all is reported."""
     info: dict[str, Any] = {"label": label, "settle_lateness_max": 0.0, "create_lag_max": 0.0}
     for side in sides:
         side.started, side.phase = time.time(), label
@@ -540,9 +463,9 @@ def run_phase(label: str, sides: list[Side], stack: Stack, a: Any, plan: Any,
         share_create_posts(sides, stack, posts_before, info)
         if not a.mix:  # the latency plan: payment i of every side at t0 + offsets[i]
             t0 = time.time()
-            for i, (offset, action) in enumerate(zip(plan[0], plan[1], strict=True)):
+            for i, (offset, name) in enumerate(zip(*plan, strict=True)):
                 for side in sides:
-                    if (pid := side.ids.get(i)) is not None and action is not None:
+                    if (pid := side.ids.get(i)) is not None and (action := CLASSES[name][2]):
                         actor.add(t0 + offset, side, pid, action)
             h.log(f"{label}: settling over {a.duration:.0f}s")
     finally:
@@ -552,45 +475,37 @@ def run_phase(label: str, sides: list[Side], stack: Stack, a: Any, plan: Any,
         last = max(max(s.created_at.values(), default=0.0) for s in sides) + a.expiration
         timeout += max(0.0, last - time.time())
     h.log(f"{label}: {actor.done} settles/fails done; waiting up to {timeout:.0f}s for reports")
-    drain(sides, stack, timeout)
+    deadline, next_report = time.monotonic() + timeout, time.monotonic() + 30
+    while time.monotonic() < deadline:  # until every side reported all that must end
+        for side in sides:
+            side.refresh()
+        if not (left := sum(len(side.undetected()) for side in sides)):
+            break
+        if isinstance(sides[0], WatcherSide) and not all(c.alive for c in stack.children):
+            h.log("a Celery or API process died; stopping the drain early")
+            break
+        if time.monotonic() > next_report:
+            next_report += 30
+            h.log(f"waiting for {left} reports ({deadline - time.monotonic():.0f}s left)")
+        time.sleep(0.2)
     finish_phase(sides, stack, a, info)
     h.log(f"{label}: done")
     return info
 
 
 def share_create_posts(sides: list[Side], stack: Stack, before: int, info: dict[str, Any]) -> None:
-    """The naive client counts its own POSTs; the rest of the window's POSTs are the watchers',
-    shared by how many creates each attempted (retries are rare: no faults are injected)."""
+    """The naive client counts its POSTs; the watchers share the rest by creates attempted."""
     posts = stack.sim("GET", "/stats")["by_route"].get("POST /payments", 0) - before
     info["posts_during_creates"] = posts
     for side in sides:
         side.finish_creates()
-    rest = posts - sum(s.create_posts for s in sides if isinstance(s, NaiveSide))
     watchers = [s for s in sides if isinstance(s, WatcherSide)]
+    rest = posts - sum(s.create_posts for s in sides if s not in watchers)
     attempts = [len(s.ids) + s.create_errors for s in watchers]
     for side, tried in zip(watchers, attempts, strict=True):
         side.create_posts = rest * tried // max(1, sum(attempts))
     if watchers:
         watchers[0].create_posts += rest - sum(s.create_posts for s in watchers)
-
-
-def drain(sides: list[Side], stack: Stack, timeout: float) -> None:
-    """Until every payment that must end was reported on every side, or the deadline."""
-    deadline, next_report = time.monotonic() + timeout, time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for side in sides:
-            side.refresh()
-        if not (left := sum(len(side.undetected()) for side in sides)):
-            return
-        if any(isinstance(s, WatcherSide) for s in sides) and not all(
-            c.alive for c in stack.children
-        ):  # fmt: skip
-            h.log("a Celery or API process died; stopping the drain early")
-            return
-        if time.monotonic() > next_report:
-            next_report += 30
-            h.log(f"waiting for {left} reports ({deadline - time.monotonic():.0f}s left)")
-        time.sleep(0.2)
 
 
 def finish_phase(sides: list[Side], stack: Stack, a: Any, info: dict[str, Any]) -> None:
@@ -599,12 +514,12 @@ def finish_phase(sides: list[Side], stack: Stack, a: Any, info: dict[str, Any]) 
         side.refresh()
         side.ended = end
         if isinstance(side, NaiveSide):
-            side.stop()
+            side.close()
     info["stats"] = stack.sim("GET", "/stats")
     info["counters"] = {s.name: s.rt.store.counters() for s in sides if isinstance(s, WatcherSide)}
     for side in sides if a.mix else ():  # the expiry instant of every payment left to expire
         for pid in side.checked():
-            if side.expected[pid] != "expired" or pid in side.acted_at:
+            if side.want(pid) != "expired" or pid in side.acted_at:
                 continue
             try:
                 raw = stack.sim("GET", f"/payments/{pid}")
@@ -613,14 +528,10 @@ def finish_phase(sides: list[Side], stack: Stack, a: Any, info: dict[str, Any]) 
                 h.log(f"{side.name}: no expiry instant for {pid}: {exc}")
 
 
-# --- main -------------------------------------------------------------------------------------
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from bench.detection_report import report
 
-    a = parse_args(argv)
-    started = time.time()
+    a, started = parse_args(argv), time.time()
 
     def body(stack: Stack) -> int:
         extra = " (x2) and the API" if a.hint else ""
@@ -629,13 +540,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         receiver = Receiver().start()
         sides: list[Side] = []
         try:
-            names = ["watcher", "hint"] if a.hint else ["watcher"]
-            deps = [Deployment(stack, a, name, db, receiver) for db, name in enumerate(names)]
-            for dep in deps:
-                dep.start(stack, a)
-            sides = [(HintSide if d.name == "hint" else WatcherSide)(a, d, receiver) for d in deps]
-            naive = NaiveSide(a, stack)
-            sides.append(naive)
+            watchers = [(HintSide if db else WatcherSide)(stack, a, name, db, receiver)
+                        for db, name in enumerate(["watcher", "hint"][: 1 + a.hint])]  # fmt: skip
+            sides = [*watchers, naive := NaiveSide(a, stack)]
+            for watcher in watchers:
+                watcher.start(stack, a)
             rng = random.Random(a.seed)
             plan = make_plan(a, rng)
             if a.mode == "concurrent":
@@ -646,13 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stack.stop_children(*(c.name for c in stack.children if c.name != "simulator"))
                 naive.loop.start()
                 phases.append(run_phase("naive phase", [naive], stack, a, plan, rng))
-            values = report(a, stack, deps[0].rt.settings, sides, phases, started)
+            values = report(a, stack, watchers[0].rt.settings, sides, phases, started)
         finally:
             for side in sides:
-                if isinstance(side, NaiveSide):
-                    side.stop()
-                if isinstance(side, HintSide):
-                    side.sessions.close()
+                side.close()
             receiver.stop()
         code = h.finish(a, values, [])
         return 1 if values["problems"] else code

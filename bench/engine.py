@@ -1,49 +1,15 @@
-"""Engine numbers: polls per second per worker, Redis bytes per pending payment, dispatcher ticks.
+"""Engine numbers: polls/s per worker, Redis bytes per pending payment, dispatcher ticks.
 
-Everything runs on loopback, in a temporary directory, on processes of its own: a redis-server
-(store and Celery broker, as in production), the Voltage simulator as a separate process, and
-(part 1 only) exactly one `celery -A watcher worker --pool threads --concurrency 8
--Q watcher.poll,watcher.control`. Three parts:
-
-1. **polls/s**: N payments are made with `create_and_watch` (they stay `receiving`), all due at
-   once. This process calls the production tick `watcher.tasks.dispatch_polls()` every
-   `WATCHER_DISPATCH_INTERVAL` (1 s) until every payment has been polled once; the worker runs
-   with `WATCHER_POLL_SCHEDULE=86400:3000`, so a polled payment's next poll lands 45-55 minutes
-   later (the per-poll work is the same as with the default schedule) and "done" is exact: all
-   N schedule scores are far in the future. Time = the first poll's start (the earliest
-   `last_poll_at` of the N records) -> the moment the schedule shows all N done (read every
-   5 ms). Next to it, against the same simulator, a plain `requests.Session` loop GETs the same
-   N payments (1 thread), then 8 threads with a Session each. The simulator's per-payment GET
-   counts (`GET /_sim/stats`) must show exactly one GET per payment and run. CPU per poll comes
-   from /proc (worker and simulator process groups), `INFO cpu` and `INFO commandstats`.
-2. **Redis bytes per pending payment**: on a fresh redis-server of its own, N pending payments
-   are written exactly as `create_and_watch` writes them (the ADOPT script and the transitions
-   list, checked field by field against `PaymentStore.adopt`), then given one poll's
-   bookkeeping (`PaymentStore.record_poll`, as an unchanged poll does). Reported:
-   (`used_memory` after - before) / N for both states, and where the bytes go.
-3. **dispatcher tick**: a fresh database holds N pending payments (100k) whose next polls are
-   spread as the production schedule spreads them (ages uniform over an hour, next poll
-   uniform within the interval for that age). The production tick
-   `watcher.tasks.dispatch_polls()` runs in this process with the default settings and really
-   publishes its poll tasks to the Redis broker, once a second for K ticks: p50/p99/max ms
-   and payments claimed. No worker runs; between ticks (untimed) this process reads the
-   published ids back from the queue, checks them against what was claimed, and reschedules
-   each with `PollPolicy.next_poll` as its poll would, so what falls due keeps flowing. Then
-   a burst: B payments due at once, handed out by one tick with `WATCHER_DISPATCH_BATCH=B`, by
-   the claim alone (no publishing), and by default ticks.
-
-The redis-servers run without an append-only file (`RedisServer`'s default, as in the other
-benchmarks), so no fsync cost is in these numbers; production runs AOF (`deploy/redis.conf`).
-
-Nothing about timing is asserted; the exit status is 1 only when a count is off (a poll
-missing or doubled, a plain GET failing, a record not as the watcher writes it, claimed ids
-not published). `--json PATH` writes the headline numbers as one flat object.
-
-Run (from the project root):
-
-    .venv/bin/python -m bench.engine --quick      # 300 polls, 2k payments, 20k pending; ~30 s
-    .venv/bin/python -m bench.engine              # 2000 polls, 10k payments, 100k pending; ~2 min
-    .venv/bin/python -m bench.engine --parts tick --tick-pending 200000 --max-age 7200
+All on loopback, on processes of its own (a redis-server without AOF as store and broker, the
+simulator, for part 1 one `celery -A watcher worker --pool threads --concurrency 8`):
+1. polls/s: N payments from `create_and_watch` polled once each by the worker, through the
+   production tick `dispatch_polls()` run here every second; then plain `requests` loops GET
+   them (1 and 8 threads). The simulator must count one GET per payment and run.
+2. Redis bytes per pending payment: N written as `create_and_watch` writes them (checked against
+   `PaymentStore.adopt`) on a fresh redis-server, then one unchanged poll's `record_poll` each.
+3. the tick at N pending (100k) spread as the schedule spreads them, publishing to the broker,
+   the ids read back and rescheduled between ticks; then a burst of B due at once.
+Exit 1 only when a count is off. Try `--quick`; `--parts tick --tick-pending 200000 --max-age 7200`.
 """
 
 from __future__ import annotations
@@ -57,6 +23,7 @@ import random
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,25 +33,7 @@ from typing import Any, cast
 import redis
 import requests
 
-from bench.harness import (
-    API_KEY,
-    Run,
-    Stack,
-    check_alive,
-    db_url,
-    finish,
-    fmt,
-    header,
-    log,
-    options,
-    parser,
-    percentile,
-    plain_loop,
-    print_table,
-    run_in_stack,
-    usable_cpus,
-    wait_for,
-)
+from bench import harness as h
 from watcher.engine.record_fields import payment_fields
 from watcher.engine.records import PaymentRecord
 from watcher.engine.store import PaymentStore
@@ -101,22 +50,27 @@ FAR_THRESHOLD = 1000.0  # a score this far ahead means "polled" (a lease is 30 s
 TEMPLATES = 100  # real simulator answers the bulk writer clones
 SELF_CHECKS = 20  # templates checked field by field against PaymentStore.adopt
 FILL_PIPELINE = 500  # payments per pipeline round trip when filling
+INSIDE_CLAIM = frozenset({"zadd", "zrangebyscore"})  # inside claim_due: in EVALSHA's time
 PARTS = ("polls", "memory", "tick")
+TICK_ROWS = ("steady", "warmup", "burst", "claim", "drain", "empty")  # in the report's order
+SIZES = {"polls": (300, 2000), "memory_payments": (2000, 10_000), "ticks": (10, 30),
+         "tick_pending": (20_000, 100_000), "burst": (5000, 10_000)}  # fmt: skip
 JSON_KEYS = (
     "polls_per_s_worker", "polls_per_s_plain_1", "polls_per_s_plain_8",
     "redis_bytes_per_pending_payment", "tick_pending", "tick_ms_p50", "tick_ms_p99", "tick_ms_max",
     "tick_claimed_mean", "burst_due", "burst_claim_ms",
 )  # fmt: skip
+Template = tuple[Payment, dict[str, str]]  # a simulator answer and its payment_fields (decoded)
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
-    p = parser(
+    p = h.parser(
         "bench.engine",
         "Engine numbers: polls/s per worker, Redis bytes per pending payment, dispatcher tick "
         "time with many pending payments.",
         "300 polls, 2k payments, 20k pending, 10 ticks",
     )
-    options(
+    h.options(
         p,
         ("--parts", str, ",".join(PARTS), "comma-separated subset"),
         ("--polls", int, None, "part 1 N (default 2000)"),
@@ -132,152 +86,97 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     )
     a = p.parse_args(argv)
     a.parts = tuple(x.strip() for x in a.parts.split(",") if x.strip())
-    if not a.parts or any(x not in PARTS for x in a.parts):
-        p.error(f"--parts takes a subset of {','.join(PARTS)}")
-    a.polls = a.polls or (300 if a.quick else 2000)
-    a.memory_payments = a.memory_payments or (2000 if a.quick else 10_000)
-    a.tick_pending = a.tick_pending or (20_000 if a.quick else 100_000)
-    a.ticks = a.ticks or (10 if a.quick else 30)
-    a.burst = a.burst or (5000 if a.quick else 10_000)
-    counts = (a.polls, a.memory_payments, a.tick_pending, a.ticks, a.burst, a.concurrency)
-    if min(*counts, a.create_threads) < 1:
-        p.error("counts must be positive")
-    if a.burst > a.tick_pending:
-        p.error("--burst cannot exceed --tick-pending")
-    if a.burst > 100_000:
-        p.error("--burst is at most 100000 (the WATCHER_DISPATCH_BATCH limit)")
-    if a.max_age <= 0:
-        p.error("--max-age must be positive")
+    for name, (quick, full) in SIZES.items():
+        setattr(a, name, getattr(a, name) or (quick if a.quick else full))
+    counts = [getattr(a, name) for name in SIZES] + [a.concurrency, a.create_threads]
+    for failed, message in (
+        (not a.parts or not set(a.parts) <= set(PARTS),
+         "--parts takes a subset of " + ",".join(PARTS)),
+        (min(counts) < 1, "counts must be positive"),
+        (a.burst > a.tick_pending, "--burst cannot exceed --tick-pending"),
+        (a.burst > 100_000, "--burst is at most 100000 (the WATCHER_DISPATCH_BATCH limit)"),
+        (a.max_age <= 0, "--max-age must be positive"),
+    ):  # fmt: skip
+        if failed:
+            p.error(message)
     a.seed = a.seed if a.seed is not None else random.randrange(1, 1_000_000)
     a.deadline = a.deadline or (60.0 + a.polls / 10)
     return a
 
 
-# --- templates and the bulk writer ------------------------------------------------------------
+@dataclass
+class Tally:
+    """The headline numbers and the problems every part adds to."""
+
+    numbers: dict[str, h.JsonScalar] = field(default_factory=lambda: dict.fromkeys(JSON_KEYS))
+    problems: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Template:
-    """A real simulator answer for a fresh receive, as `create_and_watch` hands it to adopt."""
-
-    payment: Payment
-    fields: dict[str, str]  # payment_fields(payment): decoding the BOLT11 costs ~3 ms, once
-
-    def clone_fields(self, payment_id: str) -> dict[str, str]:
-        """The fields `payment_fields` gives for the same answer under another id."""
-        raw = {**self.payment.raw, "id": payment_id}
-        return {**self.fields, "raw": json.dumps(raw, separators=(",", ":"))}
+def clone_fields(template: Template, payment_id: str) -> dict[str, str]:
+    """The fields `payment_fields` gives for the same answer under another id (no decode)."""
+    raw = json.dumps({**template[0].raw, "id": payment_id}, separators=(",", ":"))
+    return {**template[1], "raw": raw}
 
 
-def queue_pending(
-    pipe: Any, store: PaymentStore, pid: str, fields: dict[str, str], status: str, *,
-    now: float, first_poll_at: float,
-) -> None:  # fmt: skip
-    """Queue on `pipe` exactly what `PaymentStore.adopt` writes for a pending payment given
-    by `create_and_watch` (source "created", no client id): the ADOPT script, then the first
-    transition. `self_check` compares the two field by field."""
+def queue_pending(pipe: Any, store: PaymentStore, pid: str, fields: dict[str, str], status: str,
+                  now: float, first_poll_at: float) -> None:  # fmt: skip
+    """Queue what `PaymentStore.adopt` writes for a `create_and_watch` payment, script and all."""
     record = {"id": pid, "status": status, "version": "1", "source": "created",
               "watched_at": repr(now), "status_changed_at": repr(now), "poll_count": "0",
               "error_count": "0", **fields}  # fmt: skip
     created = fields.get("created_at")
     created_at = datetime.fromisoformat(created).timestamp() if created else now
     args = [pid, repr(now), repr(first_poll_at), "1", "", "", "", repr(created_at)]
-    args += [x for pair in record.items() for x in pair]
     k = store.keys
     keys = [k.payment(pid), k.payments_index, k.poll_schedule, k.outbox, k.pending_created]
+    args += [x for pair in record.items() for x in pair]
     store.scripts.adopt(keys=keys, args=args, client=pipe)
     transition = {"from": None, "to": status, "at": now, "event_id": None}
     pipe.rpush(k.transitions(pid), json.dumps(transition))
 
 
 def fill_pending(
-    store: PaymentStore, templates: Sequence[Template], n: int, *,
-    watched_at: Callable[[int], float], first_poll_at: Callable[[int], float],
-) -> tuple[list[str], list[dict[str, str]]]:  # fmt: skip
-    """N pending payments, FILL_PIPELINE per round trip; returns their ids and fields. Raises
-    if the ADOPT script did not create every one of them."""
-    ids: list[str] = []
+    store: PaymentStore, templates: Sequence[Template], times: Callable[[int], Any], ids: list[str]
+) -> list[dict[str, str]]:
+    """Pending payments, FILL_PIPELINE a round trip (`times(i)`: watched, first poll at)."""
     all_fields: list[dict[str, str]] = []
-    created = 0
+    created, n = 0, len(ids)
     for start in range(0, n, FILL_PIPELINE):
         pipe = store.redis.pipeline(transaction=False)
         for i in range(start, min(n, start + FILL_PIPELINE)):
-            template, pid = templates[i % len(templates)], str(uuid.uuid4())
-            fields = template.clone_fields(pid)
-            queue_pending(pipe, store, pid, fields, template.payment.status,
-                          now=watched_at(i), first_poll_at=first_poll_at(i))  # fmt: skip
-            ids.append(pid)
-            all_fields.append(fields)
+            template = templates[i % len(templates)]
+            all_fields.append(clone_fields(template, ids[i]))
+            queue_pending(pipe, store, ids[i], all_fields[-1], template[0].status, *times(i))
         created += sum(1 for value in pipe.execute()[0::2] if value == 1)
     if created != n:
         raise RuntimeError(f"bulk fill created {created} of {n} payments")
-    return ids, all_fields
+    return all_fields
 
 
 def self_check(store: PaymentStore, templates: Sequence[Template]) -> list[str]:
-    """For SELF_CHECKS templates: a clone written by `PaymentStore.adopt` (BOLT11 decoded
-    again and all) and by the bulk writer must leave identical keys behind."""
-    problems: list[str] = []
-    k, r = store.keys, store.redis
+    """A clone by `PaymentStore.adopt` and one by the bulk writer must leave the same keys."""
+    k, r, problems = store.keys, store.redis, []
+    zsets = (k.payments_index, k.poll_schedule, k.pending_created)
+
+    def taken(pid: str) -> tuple[Any, ...]:
+        state = (r.hgetall(k.payment(pid)), r.lrange(k.transitions(pid), 0, -1),
+                 *(r.zscore(z, pid) for z in zsets), r.exists(k.outbox))  # fmt: skip
+        r.delete(k.payment(pid), k.transitions(pid))
+        for z in zsets:
+            r.zrem(z, pid)
+        return state
+
     for template in templates[:SELF_CHECKS]:
         pid, now = str(uuid.uuid4()), time.time()
-        states = []
-        for writer in ("adopt", "bulk"):
-            if writer == "adopt":
-                clone = Payment.from_api({**template.payment.raw, "id": pid})
-                store.adopt(clone, source="created", now=now, first_poll_at=now + 0.5)
-            else:
-                pipe = r.pipeline(transaction=False)
-                fields, status = template.clone_fields(pid), template.payment.status
-                queue_pending(pipe, store, pid, fields, status, now=now, first_poll_at=now + 0.5)
-                pipe.execute()
-            zsets = (k.payments_index, k.poll_schedule, k.pending_created)
-            states.append((r.hgetall(k.payment(pid)), r.lrange(k.transitions(pid), 0, -1),
-                           *(r.zscore(z, pid) for z in zsets), r.exists(k.outbox)))  # fmt: skip
-            r.delete(k.payment(pid), k.transitions(pid))
-            for z in zsets:
-                r.zrem(z, pid)
-        if states[0] != states[1]:
+        clone = Payment.from_api({**template[0].raw, "id": pid})
+        store.adopt(clone, source="created", now=now, first_poll_at=now + 0.5)
+        adopted, pipe = taken(pid), r.pipeline(transaction=False)
+        fields = clone_fields(template, pid)
+        queue_pending(pipe, store, pid, fields, template[0].status, now, now + 0.5)
+        pipe.execute()
+        if taken(pid) != adopted:
             problems.append(f"bulk writer differs from PaymentStore.adopt for {pid}")
     return problems
-
-
-# --- part 1: polls per second -----------------------------------------------------------------
-
-
-@dataclass
-class PollsResult:
-    n: int
-    created_seconds: float
-    templates: list[Payment]
-    runs: list[Run] = field(default_factory=list)
-    ticks: list[int] = field(default_factory=list)
-    dispatch_to_first_poll: float | None = None
-    polls_counter: int = 0
-    problems: list[str] = field(default_factory=list)
-    fields_ms: float | None = None  # CPU ms per payment_fields() call of an unchanged poll
-    decode_ms: float | None = None  # CPU ms per BOLT11 decode (Payment.invoice())
-
-
-def fields_cost(payments: Sequence[Payment]) -> tuple[float | None, float | None]:
-    """CPU ms per `payment_fields()` call as an unchanged poll makes it (the record already
-    holds the invoice's fields, so no decode) and per BOLT11 decode alone (what a first poll
-    or a new invoice costs); the best of three interleaved passes each."""
-    sample = list(payments[:TEMPLATES])
-    if not sample:
-        return None, None
-    calls: dict[str, Callable[[Payment], object]] = {
-        "fields": lambda p: payment_fields(p, decoded_request=p.payment_request),
-        "decode": Payment.invoice,
-    }
-    best = dict.fromkeys(calls, math.inf)
-    for _ in range(3):
-        for name, call in calls.items():
-            cpu = time.process_time()
-            for payment in sample:
-                call(payment)
-            best[name] = min(best[name], (time.process_time() - cpu) * 1000 / len(sample))
-    return best["fields"], best["decode"]
 
 
 def create_payments(rt: Runtime, n: int, threads: int) -> tuple[list[str], list[Payment], int]:
@@ -288,229 +187,229 @@ def create_payments(rt: Runtime, n: int, threads: int) -> tuple[list[str], list[
             made = create_and_watch(rt, amount_msats=21_000 + i, description=f"Order {i:06d}",
                                     metadata={"order_id": f"order-{i:06d}"})  # fmt: skip
         except Exception as exc:
-            log(f"create {i} failed: {type(exc).__name__}: {exc}")
+            h.log(f"create {i} failed: {type(exc).__name__}: {exc}")
             return None
-        raw = made.record.raw
-        return (made.record.id, Payment.from_api(raw)) if raw else None
+        return (made.record.id, Payment.from_api(made.record.raw)) if made.record.raw else None
 
     with ThreadPoolExecutor(threads, thread_name_prefix="create") as pool:
         made = [m for m in pool.map(one, range(n)) if m is not None]
     return [m[0] for m in made], [m[1] for m in made], n - len(made)
 
 
-def snapshot(stack: Stack, rt: Runtime) -> Any:
-    worker = next((c for c in stack.children if c.name == "worker"), None)
-    simulator = next(c for c in stack.children if c.name == "simulator")
-    return stack.usage(rt.redis, worker=worker, simulator=simulator)
+def snapshot(stack: h.Stack, rt: Runtime) -> Any:
+    groups = {c.name: c for c in stack.children if c.name in ("worker", "simulator")}
+    return stack.usage(rt.redis, worker=groups.get("worker"), simulator=groups["simulator"])
 
 
-def run_polls(stack: Stack, rt: Runtime, values: dict[str, str], a: Any) -> PollsResult:
+def run_polls(stack: h.Stack, rt: Runtime, values: dict[str, str], a: Any, tally: Tally) -> Any:
     """The worker, then the plain loops, over the same N payments; then the counts."""
-    n = a.polls
-    log("polls: starting the worker")
-    values = {**values, "WATCHER_POLL_SCHEDULE": FAR_SCHEDULE}
-    queues = ["-Q", "watcher.poll,watcher.control", "--without-mingle", "--without-gossip"]
-    pool = ["--pool", "threads", "--concurrency", str(a.concurrency), *queues]
-    stack.worker("worker", values, *pool, "-n", "bench-engine@%h", rt=rt)
-    log(f"polls: creating {n} payments with create_and_watch ({a.create_threads} threads)")
+    h.log("polls: starting the worker")
+    pool = ["--pool", "threads", "--concurrency", str(a.concurrency), "-n", "bench-engine@%h"]
+    pool += ["-Q", "watcher.poll,watcher.control", "--without-mingle", "--without-gossip"]
+    stack.worker("worker", {**values, "WATCHER_POLL_SCHEDULE": FAR_SCHEDULE}, *pool, rt=rt)
+    h.log(f"polls: creating {a.polls} payments with create_and_watch ({a.create_threads} threads)")
     began = time.perf_counter()
-    ids, payments, failures = create_payments(rt, n, a.create_threads)
-    result = PollsResult(n, time.perf_counter() - began, payments)
+    ids, payments, failures = create_payments(rt, a.polls, a.create_threads)
+    print(f"Part 1: payment polls per second (N={a.polls} pending payments, each GET once per run; "
+          f"created with create_and_watch in {time.perf_counter() - began:.1f}s)\n  watcher: one "
+          f"worker --pool threads --concurrency {a.concurrency}, WATCHER_POLL_SCHEDULE="
+          f"{FAR_SCHEDULE}; dispatch_polls() here every 1 s; time = first poll's start -> all N "
+          f"rescheduled (read every {PROBE_EVERY * 1000:g} ms); plain = loop start -> end"
+          "\n")  # fmt: skip
     if failures:
-        result.problems.append(f"{failures} of {n} creates failed")
+        tally.problems.append(f"{failures} of {a.polls} creates failed")
     if not ids:
-        return result
+        return payments
     baseline: dict[str, int] = stack.sim("GET", "/stats")["per_payment"]
-    records = watcher_run(stack, rt, a, ids, result)
+    watcher, records, note = watcher_run(stack, rt, a, ids, tally)
     stack.stop_children("worker")  # part 3 must not have a consumer on the poll queue
-
-    def get(session: requests.Session, pid: str) -> bool:
-        answer = session.get(f"{stack.payments_url}/{pid}", headers={"x-api-key": API_KEY},
-                             timeout=(3.05, 10))  # fmt: skip
-        return answer.status_code == 200 and answer.json()["status"] == "receiving"
-
-    for threads in dict.fromkeys((1, a.concurrency)):
-        log(f"polls: plain requests loop, {threads} thread(s), {len(ids)} GETs")
-        before, t0 = snapshot(stack, rt), time.perf_counter()
-        ok, errors = plain_loop(ids, threads, get, a.deadline)
-        seconds = time.perf_counter() - t0
-        label = f"plain requests.Session loop, {threads} thread{'s' * (threads > 1)}"
-        delta = before.to(snapshot(stack, rt))
-        result.runs.append(Run(label, "plain", len(ids), ok, seconds, delta))
-        if ok != len(ids):
-            result.problems.append(f"{label}: {ok} of {len(ids)} GETs ok ({errors} errors)")
-    check_polls(stack, ids, baseline, records, result)
-    result.fields_ms, result.decode_ms = fields_cost(payments)
-    return result
+    runs = [watcher, *plain_runs(stack, rt, a, ids, tally)]
+    got: dict[str, int] = stack.sim("GET", "/stats")["per_payment"]
+    off = {p: got.get(p, 0) - baseline.get(p, 0) for p in ids}
+    if off := {p: gets for p, gets in off.items() if gets != len(runs)}:
+        shown = ", ".join(f"{p[:8]}: +{gets}" for p, gets in list(off.items())[:5])
+        tally.problems.append(f"{len(off)} payments did not get exactly {len(runs)} GETs ({shown})")
+    if bad := [r for r in records if r is None or r.poll_count != 1 or r.status != "receiving"]:
+        tally.problems.append(f"watcher: {len(bad)} records without exactly one poll")
+    report_polls(a, runs, note, payments, tally)
+    return payments
 
 
-def watcher_run(
-    stack: Stack, rt: Runtime, a: Any, ids: Sequence[str], result: PollsResult
-) -> list[PaymentRecord | None]:
+def watcher_run(stack: h.Stack, rt: Runtime, a: Any, ids: Sequence[str],
+                tally: Tally) -> tuple[h.Run, list[PaymentRecord | None], str]:  # fmt: skip
     """Tick from this process until the worker has polled every payment once."""
     from watcher.tasks import dispatch_polls
 
-    store, schedule, n = rt.store, rt.store.keys.poll_schedule, len(ids)
+    store, n, ticks = rt.store, len(ids), []
 
     def count(low: float | str, high: float | str) -> int:
         stack.own["zcount"] += 1
-        return int(rt.redis.zcount(schedule, low, high))
+        return int(rt.redis.zcount(store.keys.poll_schedule, low, high))
 
-    wait_for("the new payments to come due", lambda: count("-inf", time.time()) >= n, 30,
-             stack.children)  # fmt: skip
+    h.wait_for("the new payments to come due", lambda: count("-inf", time.time()) >= n, 30,
+               stack.children)  # fmt: skip
     polls_before = store.counters().get("polls", 0)
     set_runtime(rt)  # dispatch_polls() in this process uses our runtime
-    interval = rt.settings.watcher_dispatch_interval
-    log(f"polls: ticking dispatch_polls() every {interval:g}s until all {n} are polled")
-    before, dispatch_began = snapshot(stack, rt), time.time()
-    stop_at = next_tick = time.monotonic()
-    stop_at += a.deadline
-    done_at: float | None = None
+    h.log(f"polls: ticking dispatch_polls() until all {n} are polled")
+    before, began, next_tick = snapshot(stack, rt), time.time(), time.monotonic()
+    stop_at = next_tick + a.deadline
     try:
-        while time.monotonic() < stop_at:
-            if time.monotonic() >= next_tick:
-                result.ticks.append(dispatch_polls())
-                next_tick += interval
-            if count(time.time() + FAR_THRESHOLD, "+inf") >= n:
-                done_at = time.time()
+        while count(time.time() + FAR_THRESHOLD, "+inf") < n:
+            if time.monotonic() > stop_at:
+                tally.problems.append(f"watcher: not every payment was polled in {a.deadline:.0f}s")
                 break
-            check_alive(stack.children)
+            if time.monotonic() >= next_tick:
+                ticks.append(dispatch_polls())
+                next_tick += rt.settings.watcher_dispatch_interval
+            h.check_alive(stack.children)
             time.sleep(PROBE_EVERY)
-        after = snapshot(stack, rt)
+        done_at, after = time.time(), snapshot(stack, rt)
     finally:
         set_runtime(None)
-    if done_at is None:
-        result.problems.append(f"watcher: not every payment was polled in {a.deadline:.0f}s")
-        done_at = time.time()
     records = store.get_many(ids)
     starts = [r.last_poll_at for r in records if r is not None and r.last_poll_at is not None]
-    first_poll = min(starts) if starts else dispatch_began
-    result.dispatch_to_first_poll = first_poll - dispatch_began if starts else None
-    result.polls_counter = store.counters().get("polls", 0) - polls_before
+    first = min(starts, default=began)
+    if (counter := store.counters().get("polls", 0) - polls_before) != n:
+        tally.problems.append(f"watcher: `polls` counter rose by {counter}, not {n}")
+    note = (f"ticks: {len(ticks)} (claimed {', '.join(map(str, ticks))}); first poll "
+            f"{h.fmt((first - began) * 1000)} ms after the first tick began; `polls` counter "
+            f"+{counter}")  # fmt: skip
     label = f"watcher: 1 worker, threads x{a.concurrency}"
-    delta = before.to(after)
-    result.runs.append(Run(label, "watcher", n, len(starts), done_at - first_poll, delta))
-    return records
+    return h.Run(label, "watcher", n, len(starts), done_at - first, before.to(after)), records, note
 
 
-def check_polls(
-    stack: Stack, ids: Sequence[str], baseline: dict[str, int],
-    records: Sequence[PaymentRecord | None], result: PollsResult,
-) -> None:  # fmt: skip
-    """Exactly one GET per payment and run (the simulator's own counts), one poll each."""
-    got: dict[str, int] = stack.sim("GET", "/stats")["per_payment"]
-    runs = len(result.runs)
-    off = [pid for pid in ids if got.get(pid, 0) - baseline.get(pid, 0) != runs]
-    if off:
-        shown = ", ".join(f"{p[:8]}: +{got.get(p, 0) - baseline.get(p, 0)}" for p in off[:5])
-        result.problems.append(f"{len(off)} payments did not get exactly {runs} GETs ({shown})")
-    if result.polls_counter != len(ids):
-        result.problems.append(
-            f"watcher: `polls` counter rose by {result.polls_counter}, not {len(ids)}"
-        )
-    bad = [r for r in records if r is None or r.poll_count != 1 or r.status != "receiving"]
-    if bad:
-        result.problems.append(f"watcher: {len(bad)} records without exactly one poll")
+def plain_runs(stack: h.Stack, rt: Runtime, a: Any, ids: Sequence[str], tally: Tally) -> list[Any]:
+    """The same GETs from plain `requests.Session` loops, no watcher code: 1 thread, then N."""
+
+    def get(session: requests.Session, pid: str) -> bool:
+        answer = session.get(f"{stack.payments_url}/{pid}", headers={"x-api-key": h.API_KEY},
+                             timeout=(3.05, 10))  # fmt: skip
+        return answer.status_code == 200 and answer.json()["status"] == "receiving"
+
+    runs = []
+    for threads in dict.fromkeys((1, a.concurrency)):
+        h.log(f"polls: plain requests loop, {threads} thread(s), {len(ids)} GETs")
+        before, t0 = snapshot(stack, rt), time.perf_counter()
+        ok, errors = h.plain_loop(ids, threads, get, a.deadline)
+        seconds = time.perf_counter() - t0
+        label = f"plain requests.Session loop, {threads} thread{'s' * (threads > 1)}"
+        runs.append(h.Run(label, "plain", len(ids), ok, seconds, before.to(snapshot(stack, rt))))
+        if ok != len(ids):
+            tally.problems.append(f"{label}: {ok} of {len(ids)} GETs ok ({errors} errors)")
+    return runs
 
 
-# --- part 2: Redis memory per pending payment -------------------------------------------------
+def fields_cost(payments: Sequence[Payment]) -> list[float]:
+    """CPU ms of an unchanged poll's `payment_fields()` and of a BOLT11 decode (best of 3)."""
+    calls = (lambda p: payment_fields(p, decoded_request=p.payment_request), Payment.invoice)
+    best, sample = [math.inf, math.inf], payments[:TEMPLATES]
+    for _ in range(3):
+        for i, call in enumerate(calls):
+            cpu = time.process_time()
+            for payment in sample:
+                call(payment)
+            best[i] = min(best[i], (time.process_time() - cpu) * 1000 / len(sample))
+    return best
 
 
-@dataclass
-class MemoryResult:
-    n: int
-    bytes_adopted: float
-    bytes_polled: float
-    parts: list[tuple[str, float, str]]  # label, bytes per payment, note
-    record: dict[str, str]
-    record_encoding: str
-    record_listpack: int | None
-    record_without_raw: int | None
-    fill_seconds: float
-    problems: list[str]
+def report_polls(a: Any, runs: Sequence[h.Run], note: str, payments: Sequence[Payment],
+                 tally: Tally) -> None:  # fmt: skip
+    watcher, one, many = runs[0], runs[1].rate, runs[-1].rate
+    rows = []
+    for run in runs:
+        d, sim = run.delta, run.delta.groups.get("simulator")
+        worker = d.groups.get("worker") if run.kind == "watcher" else None
+        busy = (worker or 0.0) + (sim or 0.0) + d.redis + d.bench
+        rows.append([run.label, f"{run.done}/{run.n}", h.fmt(run.seconds, 2), h.fmt(run.rate),
+            *(h.fmt(run.rate / b, 2) if run.rate and b else "-" for b in (one, many)),
+            h.fmt(run.ms(worker), 3), h.fmt(run.ms(sim), 3),
+            h.fmt(100 * sim / d.wall if sim is not None else None), h.fmt(run.ms(d.redis), 3),
+            h.fmt(run.ms(d.bench), 3), h.fmt(d.total_commands / run.done if run.done else None, 1),
+            h.fmt(100 * busy / (d.wall * h.usable_cpus()))])  # fmt: skip
+    heads = f"run|done|seconds|polls/s|vs plain 1|vs plain {a.concurrency}|worker CPU|simulator "
+    heads += f"CPU|sim busy %|redis CPU|bench CPU|Redis cmds/poll|% of {h.usable_cpus()} CPUs"
+    h.print_table("  runs (CPU ms per poll/GET; bench = this process: the plain loop, or the "
+                  "dispatch ticks + waiting)", heads.split("|"), rows)  # fmt: skip
+    tally.numbers["polls_per_s_plain_1"] = round(one or 0.0, 1) or None
+    tally.numbers["polls_per_s_plain_8"] = round(many or 0.0, 1) or None
+    if watcher.rate:
+        tally.numbers["polls_per_s_worker"] = round(watcher.rate, 1)
+        faster = max(r.rate or 0.0 for r in runs[1:]) > watcher.rate
+        print(f"  {note}; " + ("the simulator answered a plain loop faster, so it was not the "
+              "watcher's bottleneck" if faster else "the plain loops were no faster than the "
+              "watcher: the simulator (or the machine) may be the limit here"))  # fmt: skip
+        fields_ms, decode_ms = fields_cost(payments)
+        if worker_ms := watcher.ms(watcher.delta.groups.get("worker")):
+            print(f"  an unchanged poll's payment_fields() (no decode): {fields_ms:.2f} ms CPU, "
+                  f"{100 * fields_ms / worker_ms:.0f}% of the worker's {worker_ms:.2f} ms per "
+                  f"poll; one BOLT11 decode (a first poll, a new invoice): {decode_ms:.2f} "
+                  "ms")  # fmt: skip
+    print()
 
 
 def used_memory(client: redis.Redis) -> int:
-    """`used_memory` on a new connection: a pipeline's query buffer, still held by the
-    connection that sent it, would otherwise count as data."""
+    """On a new connection: a pipeline's query buffer, held by its connection, is not data."""
     client.connection_pool.disconnect()
     return int(client.info("memory")["used_memory"])
 
 
-def memory_usage(client: redis.Redis, key: str) -> int:
-    return int(cast(int, client.memory_usage(key, samples=0)) or 0)
-
-
-def run_memory(stack: Stack, values: dict[str, str], a: Any, templates: Sequence[Template]) -> Any:
+def run_memory(stack: h.Stack, values: dict[str, str], a: Any, templates: Sequence[Template],
+               tally: Tally) -> None:  # fmt: skip
     """On a redis-server of its own: used_memory before and after N pending payments."""
-    n = a.memory_payments
-    server = stack.new_redis("redis-memory")
+    n, server = a.memory_payments, stack.new_redis("redis-memory")
     rt = stack.runtime({**values, "WATCHER_REDIS_URL": server.url})
-    store, r = rt.store, rt.redis
+    store, r, k = rt.store, rt.redis, rt.store.keys
+
+    def size(key: str) -> int:
+        return int(cast(int, r.memory_usage(key, samples=0)) or 0)
+
     r.script_load(source("adopt"))  # the script cache belongs to the baseline, not the payments
-    r.ping()
     before, now = used_memory(r), time.time()
-    log(f"memory: writing {n} pending payments on a fresh redis-server ({server.url})")
-    began = time.perf_counter()
-    first = now + rt.settings.watcher_generating_poll_interval
-    ids, fields = fill_pending(store, templates, n, watched_at=lambda _i: now,
-                               first_poll_at=lambda _i: first)  # fmt: skip
-    fill_seconds, adopted = time.perf_counter() - began, used_memory(r)
-    log("memory: one unchanged poll's bookkeeping for each (PaymentStore.record_poll)")
+    h.log(f"memory: writing {n} pending payments on a fresh redis-server ({server.url})")
+    began, first = time.perf_counter(), now + rt.settings.watcher_generating_poll_interval
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    fields = fill_pending(store, templates, lambda _i: (now, first), ids)
+    filled, adopted = time.perf_counter() - began, used_memory(r)
+    h.log("memory: one unchanged poll's bookkeeping for each (PaymentStore.record_poll)")
     for pid, payment in zip(ids, fields, strict=True):
         store.record_poll(pid, now=time.time(), fields=payment)
-    polled = used_memory(r)
-    k = store.keys
+    each = (used_memory(r) - before) / n
     sample = ids[:: max(1, n // 200)]
-    record_key = k.payment(sample[0])
-    record = cast(dict[str, str], r.hgetall(record_key))
-    encoding = str(r.object("encoding", record_key))
-    mean = len(sample)
-    hash_bytes = sum(memory_usage(r, k.payment(i)) for i in sample) / mean
-    list_bytes = sum(memory_usage(r, k.transitions(i)) for i in sample) / mean
-    index_bytes = memory_usage(r, k.payments_index) / n
-    schedule_bytes = memory_usage(r, k.poll_schedule) / n
-    listpack, without_raw = hash_variants(r, record)
-    each = (polled - before) / n
-    rest = each - hash_bytes - list_bytes - index_bytes - schedule_bytes
-    parts = [
-        ("record hash", hash_bytes,
-         f"MEMORY USAGE, mean of {mean}; {len(record)} fields, encoding {encoding}"),
-        ("transitions list (one entry)", list_bytes, f"MEMORY USAGE, mean of {mean}"),
-        ("payments index (zset) entry", index_bytes, "MEMORY USAGE / N"),
-        ("poll schedule (zset) entry", schedule_bytes, "MEMORY USAGE / N"),
-        ("the rest", rest,
-         "keyspace and hash tables, allocator rounding (fixed part shrinks as N grows)"),
-    ]  # fmt: skip
-    problems = []
-    if int(r.zcard(k.poll_schedule)) != n or int(r.zcard(k.payments_index)) != n:
-        problems.append("memory: schedule or index does not hold every payment")
-    return MemoryResult(n, (adopted - before) / n, each, parts, record, encoding, listpack,
-                        without_raw, fill_seconds, problems)  # fmt: skip
-
-
-def hash_variants(r: redis.Redis, record: dict[str, str]) -> tuple[int | None, int | None]:
-    """What one record would take as a listpack (values up to 1024 bytes allowed), and as
-    today's encoding without its `raw` copy of the Voltage answer. Scratch keys, removed."""
-    scratch = "bench:scratch"
-    try:
-        limit = r.config_get("hash-max-listpack-value").get("hash-max-listpack-value")
+    record = cast(dict[str, str], r.hgetall(k.payment(sample[0])))
+    encoding = str(r.object("encoding", k.payment(sample[0])))
+    sizes = [sum(size(key(i)) for i in sample) / len(sample) for key in (k.payment, k.transitions)]
+    sizes += [size(k.payments_index) / n, size(k.poll_schedule) / n]
+    mean = f"MEMORY USAGE, mean of {len(sample)}"
+    print(f"Part 2: Redis memory per pending payment (N={n}, fresh redis-server, used_memory from "
+          f"INFO memory; written as create_and_watch writes them, verified against PaymentStore."
+          f"adopt; {filled:.1f}s to write)\n  just adopted (hash, transitions, index, schedule): "
+          f"{(adopted - before) / n:,.0f} B\n  after one unchanged poll (record_poll adds "
+          f"last_poll_at, error_streak, ...): {each:,.0f} B   <- headline")  # fmt: skip
+    h.print_table("  where the bytes go (after the poll)", ["part", "bytes", "how"], [
+        [label, h.fmt(value), how] for label, value, how in zip(
+            ("record hash", "transitions list (one entry)", "payments index (zset) entry",
+             "poll schedule (zset) entry", "the rest"), [*sizes, each - sum(sizes)],
+            (f"{mean}; {len(record)} fields, encoding {encoding}", mean, "MEMORY USAGE / N",
+             "MEMORY USAGE / N", "keyspace and hash tables, allocator rounding (fixed part "
+             "shrinks as N grows)"), strict=True)])  # fmt: skip
+    biggest = sorted(((key, len(key) + len(v)) for key, v in record.items()), key=lambda x: -x[1])
+    print(f"  the record: {len(record)} fields, {sum(s for _, s in biggest):,} bytes of field "
+          f"names + values (biggest: {', '.join(f'{key} {v:,}' for key, v in biggest[:4])}), "
+          f"encoding {encoding}")  # fmt: skip
+    with contextlib.suppress(redis.RedisError):  # scratch keys, after the measurements
+        limit = r.config_get("hash-max-listpack-value")["hash-max-listpack-value"]
         r.config_set("hash-max-listpack-value", 1024)
-        r.hset(scratch, mapping=cast(Any, record))
-        listpack = memory_usage(r, scratch) if r.object("encoding", scratch) == "listpack" else None
-        r.delete(scratch)
-        if limit is not None:
-            r.config_set("hash-max-listpack-value", limit)
-        r.hset(scratch, mapping=cast(Any, {k: v for k, v in record.items() if k != "raw"}))
-        without_raw = memory_usage(r, scratch)
-    except redis.RedisError:
-        return None, None
-    finally:
-        r.delete(scratch)
-    return listpack, without_raw
-
-
-# --- part 3: the dispatcher tick --------------------------------------------------------------
+        r.hset("bench:listpack", mapping=cast(Any, record))
+        r.config_set("hash-max-listpack-value", limit)
+        r.hset("bench:raw-less", mapping=cast(Any, {x: v for x, v in record.items() if x != "raw"}))
+        if r.object("encoding", "bench:listpack") == "listpack":
+            print(f"  the same record as a listpack (hash-max-listpack-value 1024): "
+                  f"{size('bench:listpack'):,} B; without its `raw` field (today's encoding): "
+                  f"{size('bench:raw-less'):,} B")  # fmt: skip
+    print()
+    if int(r.zcard(k.poll_schedule)) != n or int(r.zcard(k.payments_index)) != n:
+        tally.problems.append("memory: schedule or index does not hold every payment")
+    tally.numbers["redis_bytes_per_pending_payment"] = round(each)
 
 
 @dataclass
@@ -518,472 +417,240 @@ class Tick:
     ms: float
     cpu_ms: float
     claimed: int
-    redis_ms: float = 0.0
-    commands: dict[str, tuple[int, int]] = field(default_factory=dict)  # name: (calls, usec)
-
-
-def no_tick() -> Tick:
-    return Tick(0.0, 0.0, 0)
-
-
-@dataclass
-class TickResult:
-    pending: int
-    max_age: float
-    demand_per_s: float
-    cap_per_s: float
-    fill_seconds: float
-    rescore_seconds: float
-    burst: int
-    chunk: int
-    settings: str  # the tick's settings, as printed
-    warmup: Tick = field(default_factory=no_tick)
-    ticks: list[Tick] = field(default_factory=list)
-    backlog_after: int = 0
-    commands_per_tick: list[tuple[str, float, float]] = field(default_factory=list)
-    burst_tick: Tick = field(default_factory=no_tick)
-    claim_only: Tick = field(default_factory=no_tick)
-    default_ticks: list[Tick] = field(default_factory=list)
-    empty_ticks: list[Tick] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def claimed_mean(self) -> float:
-        return sum(t.claimed for t in self.ticks) / len(self.ticks) if self.ticks else 0.0
-
-
-# Run only inside the dispatcher's claim_due script: their time is already in EVALSHA's.
-INSIDE_CLAIM = frozenset({"zadd", "zrangebyscore"})
-
-
-def timed(stack: Stack, call: Callable[[], int], client: redis.Redis) -> Tick:
-    """Wall and CPU time of one call, and what it cost Redis (commandstats around it)."""
-    before = stack.usage(client)
-    cpu, began = time.process_time(), time.perf_counter()
-    claimed = call()
-    wall, cpu = time.perf_counter() - began, time.process_time() - cpu
-    delta = before.to(stack.usage(client))
-    commands = {k: v for k, v in delta.commands.items() if k != "info"}
-    redis_usec = sum(u for name, (_, u) in commands.items() if name not in INSIDE_CLAIM)
-    return Tick(wall * 1000, cpu * 1000, claimed, redis_usec / 1000, commands)
-
-
-def published_ids(broker: redis.Redis) -> list[str]:
-    """Every payment id in the poll tasks waiting in the broker (kombu's JSON envelope,
-    base64 body: [args, kwargs, embed]); the queue is emptied."""
-    ids: list[str] = []
-    for raw in cast(list[str], broker.lrange(POLL_QUEUE, 0, -1)):
-        message = json.loads(raw)
-        body: str | bytes = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        if message.get("headers", {}).get("task") == "watcher.poll_payments":
-            ids.extend(json.loads(body)[0][0])
-    broker.delete(POLL_QUEUE)
-    return ids
-
-
-def rescore(store: PaymentStore, ids: Sequence[str], scores: Sequence[float]) -> None:
-    """Set next-poll times in bulk (ZADD XX: only members still scheduled)."""
-    for i in range(0, len(ids), 5000):
-        mapping = dict(zip(ids[i : i + 5000], scores[i : i + 5000], strict=True))
-        store.redis.zadd(store.keys.poll_schedule, cast(Any, mapping), xx=True)
+    redis_ms: float
+    commands: dict[str, tuple[int, int]]  # name: (calls, usec)
 
 
 class TickBench:
     """Part 3's steps over one runtime (store in database 1) and the broker (database 0)."""
 
-    def __init__(self, stack: Stack, rt: Runtime, broker: redis.Redis, a: Any) -> None:
+    def __init__(self, stack: h.Stack, values: dict[str, str], broker: redis.Redis, a: Any,
+                 tally: Tally) -> None:  # fmt: skip
+        # a fresh database of the same server: the broker stays in database 0
+        rt = stack.runtime({**values, "WATCHER_REDIS_URL": h.db_url(stack.redis.url, 1)})
         self.stack, self.rt, self.store, self.broker, self.a = stack, rt, rt.store, broker, a
-        self.rng = random.Random(a.seed)
-        self.ids: list[str] = []
+        self.rng, self.tally, self.demand = random.Random(a.seed), tally, 0.0
         self.watched_at: dict[str, float] = {}
-        self.problems: list[str] = []
+        self.rows: dict[str, list[Tick]] = {row: [] for row in TICK_ROWS}
 
-    def tick(self) -> Tick:
-        """One production tick (`watcher.tasks.dispatch_polls`, run here), timed."""
+    def timed(self, row: str | None, call: Callable[[], int] | None = None) -> Tick:
+        """Wall, CPU and Redis time (commandstats) of one call, by default the production tick."""
         from watcher.tasks import dispatch_polls
 
-        return timed(self.stack, dispatch_polls, self.broker)
+        before, cpu, began = self.stack.usage(self.broker), time.process_time(), time.perf_counter()
+        claimed = (call or dispatch_polls)()
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+        delta = before.to(self.stack.usage(self.broker))
+        commands = {name: v for name, v in delta.commands.items() if name != "info"}
+        redis_usec = sum(u for name, (_, u) in commands.items() if name not in INSIDE_CLAIM)
+        tick = Tick(wall * 1000, cpu * 1000, claimed, redis_usec / 1000, commands)
+        if row:
+            self.rows[row].append(tick)
+        return tick
 
     def published(self, claimed: int, what: str, expected: Sequence[str] = ()) -> list[str]:
-        """Every claimed id must be in the broker's poll queue exactly once."""
-        got = published_ids(self.broker)
+        """Every claimed id must be in the broker's poll queue once (kombu envelopes); emptied."""
+        got: list[str] = []
+        for message in map(json.loads, cast(list[str], self.broker.lrange(POLL_QUEUE, 0, -1))):
+            body = message["body"]
+            if message.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            if message.get("headers", {}).get("task") == "watcher.poll_payments":
+                got.extend(json.loads(body)[0][0])
+        self.broker.delete(POLL_QUEUE)
         wrong = len(got) != claimed or len(set(got)) != len(got)
         if wrong or (expected and sorted(got) != sorted(expected)):
-            self.problems.append(f"{what}: claimed {claimed}, published {len(got)} ids")
+            self.tally.problems.append(f"{what}: claimed {claimed}, published {len(got)} ids")
         return got
 
-    def record(self, pid: str, watched_at: float) -> PaymentRecord:
+    def record(self, pid: str) -> PaymentRecord:
         return PaymentRecord(id=pid, status="receiving", version=1, source="created",
-                             watched_at=watched_at)  # fmt: skip
+                             watched_at=self.watched_at[pid])  # fmt: skip
+
+    def rescore(self, ids: Sequence[str], scores: Sequence[float]) -> None:
+        """Set next-poll times in bulk (ZADD XX: only members still scheduled)."""
+        for i in range(0, len(ids), 5000):
+            mapping = dict(zip(ids[i : i + 5000], scores[i : i + 5000], strict=True))
+            self.store.redis.zadd(self.store.keys.poll_schedule, cast(Any, mapping), xx=True)
 
     def polled(self, ids: Sequence[str]) -> None:
-        """Stand in for the workers (outside the timed tick): each claimed payment gets the
-        next poll PollPolicy gives it, so what falls due keeps flowing as in production."""
-        now, policy = time.time(), self.rt.policy
-        scores = [policy.next_poll(self.record(pid, self.watched_at[pid]), now) for pid in ids]
-        rescore(self.store, ids, scores)
+        """Stand in for the workers: each claimed payment gets the next poll PollPolicy gives."""
+        now = time.time()
+        self.rescore(ids, [self.rt.policy.next_poll(self.record(pid), now) for pid in ids])
 
-    def fill(self, templates: Sequence[Template]) -> TickResult:
-        a, n, now = self.a, self.a.tick_pending, time.time()
-        ages = [self.rng.uniform(0.0, a.max_age) for _ in range(n)]
-        log(f"tick: writing {n} pending payments (ages uniform over {a.max_age:g}s)")
+    def fill(self, templates: Sequence[Template]) -> str:
+        """Ages uniform over --max-age, next polls uniform within PollPolicy's interval."""
+        n, now = self.a.tick_pending, time.time()
+        ages = [self.rng.uniform(0.0, self.a.max_age) for _ in range(n)]
+        h.log(f"tick: writing {n} pending payments (ages uniform over {self.a.max_age:g}s)")
         began = time.perf_counter()
-        self.ids, _ = fill_pending(self.store, templates, n, watched_at=lambda i: now - ages[i],
-                                   first_poll_at=lambda _i: now + 10 * 86400.0)  # fmt: skip
-        fill_seconds = time.perf_counter() - began
-        # Steady state: a payment of age a is polled every interval(a) (the production
-        # PollPolicy), so its next poll is uniform within that interval from now.
-        self.watched_at = {pid: now - age for pid, age in zip(self.ids, ages, strict=True)}
-        policy = self.rt.policy
-        intervals = [policy.interval(self.record(p, w), now) for p, w in self.watched_at.items()]
+        ids = [str(uuid.uuid4()) for _ in range(n)]
+        fill_pending(self.store, templates, lambda i: (now - ages[i], now + 864e3), ids)
+        filled = time.perf_counter() - began
+        self.watched_at = {pid: now - age for pid, age in zip(ids, ages, strict=True)}
+        intervals = [self.rt.policy.interval(self.record(pid), now) for pid in ids]
         residuals = [self.rng.uniform(0.0, i) for i in intervals]
         began, base = time.perf_counter(), time.time()
-        rescore(self.store, self.ids, [base + x for x in residuals])
-        s = self.rt.settings
-        shown = (
-            f"WATCHER_DISPATCH_BATCH={s.watcher_dispatch_batch}, "
-            f"WATCHER_POLL_CHUNK={s.watcher_poll_chunk}, "
-            f"WATCHER_CLAIM_LEASE={s.watcher_claim_lease:g}, "
-            f"WATCHER_DISPATCH_INTERVAL={s.watcher_dispatch_interval:g} (lookahead "
-            f"{s.watcher_dispatch_interval / 2:g} s), poll schedule "
-            + ",".join(f"{x:g}:{y:g}" for x, y in s.watcher_poll_schedule)
-        )
-        cap = s.watcher_dispatch_batch / s.watcher_dispatch_interval
-        rescored = time.perf_counter() - began
-        demand = sum(1.0 / i for i in intervals)
-        return TickResult(n, a.max_age, demand, cap, fill_seconds, rescored, a.burst,
-                          s.watcher_poll_chunk, shown)  # fmt: skip
+        self.rescore(ids, [base + x for x in residuals])
+        self.demand = sum(1.0 / i for i in intervals)
+        return f"written in {filled:.1f}s + {time.perf_counter() - began:.1f}s"
 
-    def steady(self, result: TickResult) -> None:
-        """A warm-up tick, then K ticks one interval apart, as beat would send them."""
-        set_runtime(self.rt)
+    def steady(self) -> int:
+        """A warm-up tick, then K ticks one interval apart; what is due and unclaimed after."""
         self.broker.delete(POLL_QUEUE)
         interval = self.rt.settings.watcher_dispatch_interval
-        log(f"tick: 1 warm-up tick, then {self.a.ticks} ticks {interval:g}s apart")
-        result.warmup = self.tick()
-        self.polled(self.published(result.warmup.claimed, "warm-up tick"))
-        calls: dict[str, list[int]] = {}
+        h.log(f"tick: 1 warm-up tick, then {self.a.ticks} ticks {interval:g}s apart")
+        self.polled(self.published(self.timed("warmup").claimed, "warm-up tick"))
         start = time.monotonic() + interval
         for k in range(self.a.ticks):
             while (wait := start + k * interval - time.monotonic()) > 0:
                 time.sleep(min(wait, 0.05))
-            tick = self.tick()
-            result.ticks.append(tick)
-            for name, (n, usec) in tick.commands.items():
-                total = calls.setdefault(name, [0, 0])
-                total[0], total[1] = total[0] + n, total[1] + usec
-            self.polled(self.published(tick.claimed, f"steady tick {k + 1}"))
-        schedule = self.store.keys.poll_schedule
-        result.backlog_after = int(self.rt.redis.zcount(schedule, "-inf", time.time()))
-        k = len(result.ticks)
-        result.commands_per_tick = sorted(
-            ((name, n / k, usec / k) for name, (n, usec) in calls.items()), key=lambda x: -x[2]
-        )
+            self.polled(self.published(self.timed("steady").claimed, f"steady tick {k + 1}"))
+        return int(self.rt.redis.zcount(self.store.keys.poll_schedule, "-inf", time.time()))
 
     def arm_burst(self, burst_ids: Sequence[str]) -> None:
         """Everything due in 10-60 minutes, except `burst_ids`: due now."""
-        t = time.time()
-        rescore(self.store, self.ids, [t + 600 + self.rng.uniform(0, 3000) for _ in self.ids])
-        rescore(self.store, burst_ids, [t - self.rng.uniform(0, 1) for _ in burst_ids])
+        t, ids = time.time(), list(self.watched_at)
+        self.rescore(ids, [t + 600 + self.rng.uniform(0, 3000) for _ in ids])
+        self.rescore(burst_ids, [t - self.rng.uniform(0, 1) for _ in burst_ids])
 
-    def bursts(self, result: TickResult) -> None:
+    def bursts(self) -> None:
+        """B due at once: one tick with batch B, the claim alone, default ticks until drained."""
         from watcher.engine.dispatcher import dispatch_due_polls
 
         b, s = self.a.burst, self.rt.settings
-        log(f"tick: burst of {b} due at once")
-        burst_ids = self.rng.sample(self.ids, b)
-        self.arm_burst(burst_ids)
+        h.log(f"tick: burst of {b} due at once")
+        self.arm_burst(burst_ids := self.rng.sample(list(self.watched_at), b))
         wide = s.model_copy(update={"watcher_dispatch_batch": b})
         set_runtime(dataclasses.replace(self.rt, settings=wide))
-        result.burst_tick = self.tick()
-        self.published(result.burst_tick.claimed, "burst tick", burst_ids)
+        self.published(self.timed("burst").claimed, "burst tick", burst_ids)
         set_runtime(self.rt)
         self.arm_burst(burst_ids)
-        lookahead = s.watcher_dispatch_interval / 2
-        result.claim_only = timed(self.stack, lambda: dispatch_due_polls(
-            self.store, now=time.time(), lease=s.watcher_claim_lease, lookahead=lookahead,
-            max_items=b, chunk_size=s.watcher_poll_chunk, send=lambda _ids: None,
-        ), self.broker)  # fmt: skip
-        if result.claim_only.claimed != b:
-            self.problems.append(f"claim-only run claimed {result.claim_only.claimed} of {b}")
+        claim = self.timed("claim", lambda: dispatch_due_polls(
+            self.store, now=time.time(), lease=s.watcher_claim_lease,
+            lookahead=s.watcher_dispatch_interval / 2, max_items=b,
+            chunk_size=s.watcher_poll_chunk, send=lambda _ids: None))  # fmt: skip
+        if claim.claimed != b:
+            self.tally.problems.append(f"claim-only run claimed {claim.claimed} of {b}")
         self.arm_burst(burst_ids)
         for _ in range(math.ceil(b / s.watcher_dispatch_batch) + 1):
-            tick = self.tick()
-            if not tick.claimed:
+            if not (tick := self.timed(None)).claimed:
                 break
-            result.default_ticks.append(tick)
-        drained = sum(t.claimed for t in result.default_ticks)
+            self.rows["drain"].append(tick)
+        drained = sum(t.claimed for t in self.rows["drain"])
         self.published(drained, "default ticks on the burst", burst_ids)
-        result.empty_ticks = [self.tick() for _ in range(5)]
-        if any(t.claimed for t in result.empty_ticks):
-            self.problems.append("a tick with nothing due claimed something")
+        if sum(self.timed("empty").claimed for _ in range(5)):
+            self.tally.problems.append("a tick with nothing due claimed something")
         self.broker.delete(POLL_QUEUE)
 
+    def run(self, templates: Sequence[Template]) -> None:
+        """Fill, tick in real time, the bursts; then the report."""
+        try:
+            if int(self.rt.redis.dbsize()) != 0:
+                raise RuntimeError("database 1 is not empty")
+            written = self.fill(templates)
+            set_runtime(self.rt)
+            backlog = self.steady()
+            self.bursts()
+        finally:
+            set_runtime(None)
+            with contextlib.suppress(redis.RedisError):
+                self.rt.redis.flushdb()
+        self.report(written, backlog)
 
-def run_ticks(stack: Stack, values: dict[str, str], rt0: Runtime, a: Any,
-              templates: Sequence[Template]) -> TickResult:  # fmt: skip
-    """Fill a fresh database, tick in real time, then the burst rows."""
-    # A fresh database of the same server: the broker stays in database 0, as configured.
-    rt = stack.runtime({**values, "WATCHER_REDIS_URL": db_url(stack.redis.url, 1)})
-    bench = TickBench(stack, rt, rt0.redis, a)
-    try:
-        if int(rt.redis.dbsize()) != 0:
-            raise RuntimeError("database 1 is not empty")
-        result = bench.fill(templates)
-        bench.steady(result)
-        bench.bursts(result)
-        result.problems = bench.problems
-        return result
-    finally:
-        set_runtime(None)
-        with contextlib.suppress(redis.RedisError):
-            rt.redis.flushdb()
-
-
-# --- report -----------------------------------------------------------------------------------
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return fmt(a / b, 2) if a and b else "-"
-
-
-def report_polls(a: Any, result: PollsResult) -> None:
-    runs = result.runs
-    watcher = next((r for r in runs if r.kind == "watcher"), None)
-    plains = [r for r in runs if r.kind == "plain"]
-    print(
-        f"Part 1: payment polls per second (N={result.n} pending payments, each GET once per run; "
-        f"created with create_and_watch in {result.created_seconds:.1f}s)\n"
-        "  watcher: exactly one `celery -A watcher worker --pool threads --concurrency "
-        f"{a.concurrency} -Q watcher.poll,watcher.control`; dispatch = this process calls "
-        "watcher.tasks.dispatch_polls() (the production tick: claim with lease, publish chunks) "
-        f"every 1 s; worker WATCHER_POLL_SCHEDULE={FAR_SCHEDULE} so each payment is polled "
-        "exactly once\n  time: watcher = first poll's start (min last_poll_at) -> all N "
-        f"rescheduled (schedule read every {PROBE_EVERY * 1000:g} ms); plain = loop start -> "
-        "end. Simulator: separate process (uvicorn, one event loop)\n"
-    )
-    rows = []
-    for run in runs:
-        d = run.delta
-        worker = (d.groups.get("worker") or 0.0) if run.kind == "watcher" else 0.0
-        sim = d.groups.get("simulator")
-        one, many = (plains[0].rate, plains[-1].rate) if plains else (None, None)
-        rows.append([
-            run.label, f"{run.done}/{run.n}", fmt(run.seconds, 2), fmt(run.rate),
-            ratio(run.rate, one), ratio(run.rate, many),
-            fmt(run.ms(d.groups.get("worker")), 3) if run.kind == "watcher" else "-",
-            fmt(run.ms(sim), 3), fmt(100 * sim / d.wall if sim is not None else None),
-            fmt(run.ms(d.redis), 3), fmt(run.ms(d.bench), 3),
-            fmt(d.total_commands / run.done if run.done else None, 1),
-            fmt(100 * (worker + (sim or 0.0) + d.redis + d.bench) / (d.wall * usable_cpus())),
-        ])  # fmt: skip
-    heads = "run|done|seconds|polls/s|vs plain 1|vs plain {c}|worker CPU|simulator CPU|sim busy %"
-    heads += "|redis CPU|bench CPU|Redis cmds/poll|% of {n} CPUs"
-    print_table(
-        "  runs (CPU ms per poll/GET; bench = this process: the plain loop, or the dispatch "
-        "ticks + waiting)",
-        heads.format(c=a.concurrency, n=usable_cpus()).split("|"),
-        rows,
-    )
-    if watcher is None or not watcher.rate:
+    def report(self, written: str, backlog: int) -> None:
+        s, a, rows, b = self.rt.settings, self.a, self.rows, f"{self.a.burst:,}"
+        knobs = ("dispatch_batch", "poll_chunk", "claim_lease", "dispatch_interval")
+        shown = ", ".join(f"WATCHER_{k.upper()}={getattr(s, 'watcher_' + k):g}" for k in knobs)
+        schedule = ",".join(f"{x:g}:{y:g}" for x, y in s.watcher_poll_schedule)
+        cap = s.watcher_dispatch_batch / s.watcher_dispatch_interval
+        print(f"Part 3: dispatcher tick with {a.tick_pending:,} pending payments (fresh database; "
+              f"ages uniform over {a.max_age:g}s, next poll within the schedule's interval for "
+              f"that age; {written})\n  tick = dispatch_polls() here, publishing to the broker, "
+              f"default settings ({shown} (lookahead {s.watcher_dispatch_interval / 2:g} s), poll "
+              f"schedule {schedule})\n  due by the schedule's arithmetic: {self.demand:,.0f} "
+              f"polls/s; the dispatcher hands out at most {cap:,.0f}/s; due and unclaimed after "
+              f"the run: {backlog:,}\n")  # fmt: skip
+        labels = (f"steady, 1 tick/s ({a.tick_pending:,} pending)",
+                  "warm-up tick (not in the steady rows)",
+                  f"burst: {b} due, one tick with batch {b}", f"burst: claim only, no publishing "
+                  f"({b})", "burst: default ticks until drained", "nothing due")  # fmt: skip
+        table = []
+        for label, ticks in zip(labels, rows.values(), strict=True):
+            wall = [t.ms for t in ticks]
+            cells = (h.percentile(wall, 50), h.percentile(wall, 99), max(wall, default=None),
+                     h.percentile([t.cpu_ms for t in ticks], 50),
+                     h.percentile([t.redis_ms for t in ticks], 50))  # fmt: skip
+            mean = h.per(sum(t.claimed for t in ticks), len(ticks))
+            table.append([label, str(len(ticks)), *(h.fmt(c, 1) for c in cells), h.fmt(mean)])
+        h.print_table("  ticks (ms wall; CPU = this process; Redis = commandstats usec, the claim "
+                      "script counted whole; nearest-rank percentiles)",
+                      ["", "ticks", "p50 ms", "p99 ms", "max ms", "p50 CPU ms", "p50 Redis ms",
+                       "claimed/tick"], table)  # fmt: skip
+        calls, usec, k = Counter[str](), Counter[str](), len(rows["steady"])
+        for name, (n, u) in (kv for tick in rows["steady"] for kv in tick.commands.items()):
+            calls[name], usec[name] = calls[name] + n, usec[name] + u
+        top = ", ".join(f"{x} {calls[x] / k:.0f} ({usec[x] / k / 1000:.1f} ms)"
+                        for x in sorted(usec, key=lambda x: -usec[x])[:7])  # fmt: skip
+        drain, burst, claim = len(rows["drain"]), rows["burst"][0].ms, rows["claim"][0].ms
+        mean = sum(t.claimed for t in rows["steady"]) / k
+        print(f"  a burst of {b} takes {drain} default ticks, so the last of it is handed out "
+              f"about {max(0, drain - 1)} s after the first (1 tick/s)\n  Redis per steady "
+              f"tick, calls (Redis-side time): {top}")  # fmt: skip
+        if mean:
+            tasks = max(1, math.ceil(a.burst / s.watcher_poll_chunk))
+            print(f"  per claimed payment: claim {claim * 1000 / a.burst:.1f} us, claim + publish "
+                  f"{burst * 1000 / a.burst:.1f} us (publishing one {s.watcher_poll_chunk}-id "
+                  f"task: {(burst - claim) / tasks:.2f} ms)")  # fmt: skip
         print()
-        return
-    best = max((p.rate or 0.0) for p in plains) if plains else 0.0
-    sim_note = (
-        "the simulator answered faster for a plain loop than the watcher asked, so it was "
-        "not the watcher's bottleneck"
-        if best > watcher.rate
-        else "the plain loops were no faster than the watcher: the simulator (or the "
-        "machine) may be the limit here"
-    )
-    print(
-        f"  ticks: {len(result.ticks)} (claimed {', '.join(str(t) for t in result.ticks)}); "
-        f"first poll {fmt((result.dispatch_to_first_poll or 0) * 1000)} ms after the first "
-        f"tick began; `polls` counter +{result.polls_counter}; {sim_note}"
-    )
-    worker_ms = watcher.ms(watcher.delta.groups.get("worker"))
-    if result.fields_ms is not None and worker_ms:
-        print(
-            f"  an unchanged poll's payment_fields() (the invoice is not decoded again): "
-            f"{result.fields_ms:.2f} ms CPU, {100 * result.fields_ms / worker_ms:.0f}% of "
-            f"the worker's {worker_ms:.2f} ms per poll; one BOLT11 decode (a first poll, a "
-            f"new invoice): {result.decode_ms or 0:.2f} ms"
-        )
-    print()
-
-
-def report_memory(m: MemoryResult) -> None:
-    print(
-        f"Part 2: Redis memory per pending payment (N={m.n}, fresh redis-server, used_memory "
-        "from INFO memory; written as create_and_watch writes them, verified against "
-        f"PaymentStore.adopt; {m.fill_seconds:.1f}s to write)\n"
-        f"  just adopted (hash, transitions, index, schedule): {m.bytes_adopted:,.0f} B\n"
-        f"  after one unchanged poll (record_poll adds last_poll_at, error_streak, ...): "
-        f"{m.bytes_polled:,.0f} B   <- headline"
-    )
-    rows = [[label, fmt(value), note] for label, value, note in m.parts]
-    print_table("  where the bytes go (after the poll)", ["part", "bytes", "how"], rows)
-    sizes = sorted(((k, len(k) + len(v)) for k, v in m.record.items()), key=lambda x: -x[1])
-    print(
-        f"  the record: {len(m.record)} fields, {sum(s for _, s in sizes):,} bytes of field "
-        f"names + values (biggest: {', '.join(f'{k} {v:,}' for k, v in sizes[:4])}), "
-        f"encoding {m.record_encoding}"
-    )
-    if m.record_listpack is not None:
-        print(
-            f"  the same record as a listpack (hash-max-listpack-value 1024): "
-            f"{m.record_listpack:,} B; without its `raw` field (today's encoding): "
-            f"{m.record_without_raw or 0:,} B"
-        )
-    print()
-
-
-def tick_row(label: str, ticks: Sequence[Tick]) -> list[str]:
-    wall = [t.ms for t in ticks]
-    return [
-        label, str(len(ticks)), fmt(percentile(wall, 50), 1), fmt(percentile(wall, 99), 1),
-        fmt(max(wall) if wall else None, 1), fmt(percentile([t.cpu_ms for t in ticks], 50), 1),
-        fmt(percentile([t.redis_ms for t in ticks], 50), 1),
-        fmt(sum(t.claimed for t in ticks) / len(ticks) if ticks else None, 0),
-    ]  # fmt: skip
-
-
-def report_ticks(t: TickResult) -> None:
-    print(
-        f"Part 3: dispatcher tick with {t.pending:,} pending payments (fresh database; ages "
-        f"uniform over {t.max_age:g}s, next poll uniform within the production schedule's "
-        f"interval for that age; written in {t.fill_seconds:.1f}s + {t.rescore_seconds:.1f}s)\n"
-        f"  tick = watcher.tasks.dispatch_polls() in this process, default settings "
-        f"({t.settings}), publishing real watcher.poll_payments tasks to the Redis broker; no "
-        "worker runs: after each tick (untimed) this process reads the published ids back from "
-        "the queue and reschedules each with PollPolicy.next_poll, as its poll would, so the "
-        f"due flow stays steady\n  due by the schedule's arithmetic: {t.demand_per_s:,.0f} "
-        f"polls/s; the dispatcher hands out at most {t.cap_per_s:,.0f}/s "
-        "(WATCHER_DISPATCH_BATCH / WATCHER_DISPATCH_INTERVAL); due and unclaimed after the run: "
-        f"{t.backlog_after:,}\n"
-    )
-    b = f"{t.burst:,}"
-    rows = [
-        tick_row(f"steady, 1 tick/s ({t.pending:,} pending)", t.ticks),
-        tick_row("warm-up tick (not in the steady rows)", [t.warmup]),
-        tick_row(f"burst: {b} due, one tick with batch {b}", [t.burst_tick]),
-        tick_row(f"burst: claim only, no publishing ({b})", [t.claim_only]),
-        tick_row("burst: default ticks until drained", t.default_ticks),
-        tick_row("nothing due", t.empty_ticks),
-    ]
-    print_table(
-        "  ticks (ms wall; CPU = this process; Redis = commandstats usec, the claim script "
-        "counted whole; wall - CPU - Redis = waiting: round trips, other processes; "
-        "nearest-rank percentiles: under 100 ticks, p99 is the max)",
-        ["", "ticks", "p50 ms", "p99 ms", "max ms", "p50 CPU ms", "p50 Redis ms", "claimed/tick"],
-        rows,
-    )
-    drain = len(t.default_ticks)
-    print(
-        f"  a burst of {b} takes {drain} default ticks, so the last of it is handed out about "
-        f"{max(0, drain - 1)} s after the first (1 tick/s)"
-    )
-    top = [f"{name} {n:.0f} ({usec / 1000:.1f} ms)" for name, n, usec in t.commands_per_tick[:7]]
-    print(f"  Redis per steady tick, calls (Redis-side time): {', '.join(top)}")
-    if t.claimed_mean:
-        publish = t.burst_tick.ms - t.claim_only.ms
-        print(
-            f"  per claimed payment: claim {t.claim_only.ms * 1000 / t.burst:.1f} us, "
-            f"claim + publish {t.burst_tick.ms * 1000 / t.burst:.1f} us "
-            f"(publishing one {t.chunk}-id task: "
-            f"{publish / max(1, math.ceil(t.burst / t.chunk)):.2f} ms)"
-        )
-    print()
-
-
-def headline(results: dict[str, Any]) -> dict[str, float | int | None]:
-    out: dict[str, float | int | None] = dict.fromkeys(JSON_KEYS)
-    if (polls := results.get("polls")) is not None:
-        watcher = [r for r in polls.runs if r.kind == "watcher"]
-        plains = [r for r in polls.runs if r.kind == "plain"]
-        out["polls_per_s_worker"] = (
-            round(watcher[0].rate, 1) if watcher and watcher[0].rate else None
-        )
-        if plains:
-            out["polls_per_s_plain_1"] = round(plains[0].rate or 0.0, 1) or None
-            out["polls_per_s_plain_8"] = round(plains[-1].rate or 0.0, 1) or None
-    if (memory := results.get("memory")) is not None:
-        out["redis_bytes_per_pending_payment"] = round(memory.bytes_polled)
-    if (ticks := results.get("tick")) is not None:
-        wall = [t.ms for t in ticks.ticks]
-        out.update(
-            tick_pending=ticks.pending, tick_ms_p50=round(percentile(wall, 50) or 0.0, 2),
-            tick_ms_p99=round(percentile(wall, 99) or 0.0, 2), tick_ms_max=round(max(wall), 2),
-            tick_claimed_mean=round(ticks.claimed_mean, 1), burst_due=ticks.burst,
-            burst_claim_ms=round(ticks.burst_tick.ms, 2),
+        wall = [t.ms for t in rows["steady"]]
+        self.tally.numbers.update(
+            tick_pending=a.tick_pending, tick_ms_p50=round(h.percentile(wall, 50) or 0.0, 2),
+            tick_ms_p99=round(h.percentile(wall, 99) or 0.0, 2), tick_ms_max=round(max(wall), 2),
+            tick_claimed_mean=round(mean, 1), burst_due=a.burst, burst_claim_ms=round(burst, 2),
         )  # fmt: skip
-    return out
 
 
-# --- main -------------------------------------------------------------------------------------
-
-
-def run_parts(stack: Stack, a: Any) -> dict[str, Any]:
-    log("starting redis-server and the simulator")
+def body(stack: h.Stack, a: Any) -> int:
+    """The parts in order, each printing its report as it ends; then the headline."""
+    started, tally = time.time(), Tally()
+    h.log("starting redis-server and the simulator")
     stack.start()
     values = stack.values(WALLET, WATCHER_SWEEP_INTERVAL="0")  # no beat runs; the worker too
-    # watcher.tasks (imported later) builds its Celery app, broker included, from the
-    # environment at import: this process publishes the ticks' tasks to our Redis.
+    # watcher.tasks' Celery app is built from the environment at import: our Redis is its broker
     rt = stack.runtime(values, own_process=True)
-    results: dict[str, Any] = {"problems": []}
+    h.header("engine benchmark", stack)
+    print(f"mode: {'quick' if a.quick else 'full'}, seed {a.seed}\n")
     if "polls" in a.parts:
-        results["polls"] = run_polls(stack, rt, values, a)
-        answers = results["polls"].templates
+        answers = run_polls(stack, rt, values, a, tally)
     else:
-        log(f"creating {TEMPLATES} payments on the simulator as templates")
-        _, answers, _ = create_payments(rt, TEMPLATES, a.create_threads)
+        h.log(f"creating {TEMPLATES} payments on the simulator as templates")
+        answers = create_payments(rt, TEMPLATES, a.create_threads)[1]
     stack.stop_children("worker", "simulator")
-    templates = [Template(p, payment_fields(p)) for p in answers[:TEMPLATES]]
-    if not templates:
+    if not (templates := [(p, payment_fields(p)) for p in answers[:TEMPLATES]]):
         raise RuntimeError("no payment could be created on the simulator")
-    scratch = stack.runtime({**values, "WATCHER_REDIS_URL": db_url(stack.redis.url, 2)})
+    scratch = stack.runtime({**values, "WATCHER_REDIS_URL": h.db_url(stack.redis.url, 2)})
     try:
-        results["problems"] += self_check(scratch.store, templates)
+        tally.problems[:0] = self_check(scratch.store, templates)
     finally:
         scratch.redis.flushdb()
     if "memory" in a.parts:
-        results["memory"] = run_memory(stack, values, a, templates)
+        run_memory(stack, values, a, templates, tally)
     if "tick" in a.parts:
-        results["tick"] = run_ticks(stack, values, rt, a, templates)
-    for part in PARTS:
-        results["problems"] += results[part].problems if part in results else []
-    return results
+        TickBench(stack, values, rt.redis, a, tally).run(templates)
+    print("Headline: " + ", ".join(f"{k}={v}" for k, v in tally.numbers.items()))
+    if not tally.problems:
+        print(
+            "checks: every count as expected (one GET per payment and run, one poll per record, "
+            "records as PaymentStore.adopt writes them, every claimed id published once)"
+        )
+    print(f"total wall time: {time.time() - started:.1f}s")
+    return h.finish(a, tally.numbers, tally.problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
-    started = time.time()
-
-    def body(stack: Stack) -> int:
-        results = run_parts(stack, a)
-        header("engine benchmark", stack)
-        print(f"mode: {'quick' if a.quick else 'full'}, seed {a.seed}\n")
-        if "polls" in results:
-            report_polls(a, results["polls"])
-        if "memory" in results:
-            report_memory(results["memory"])
-        if "tick" in results:
-            report_ticks(results["tick"])
-        numbers = headline(results)
-        print("Headline: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
-        problems = results["problems"]
-        if not problems:
-            print(
-                "checks: every count as expected (one GET per payment and run, one poll per "
-                "record, records as PaymentStore.adopt writes them, every claimed id published "
-                "once)"
-            )
-        print(f"total wall time: {time.time() - started:.1f}s")
-        return finish(a, numbers, problems)
-
-    return run_in_stack("engine", a, body)
+    return h.run_in_stack("engine", a, lambda stack: body(stack, a))
 
 
 if __name__ == "__main__":

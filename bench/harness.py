@@ -1,13 +1,7 @@
-"""What every benchmark stands on: the stack, the shared arguments, CPU accounting, the plain
-baseline loops, the report and the JSON.
-
-A bench module only says what it measures. Everything it starts is ours and on loopback, in a
-temporary directory: its own redis-server on a free port (never the machine's 6379), the
-simulator, Celery workers and beats as child processes in sessions of their own (a Ctrl-C at the
-terminal reaches only the bench, which stops them in order: SIGTERM to the process group, a
-deadline, SIGKILL: `watcher.launcher`, the project's one launcher, started in one place,
-`Stack.spawn`). Every wait has a deadline.
-"""
+"""What every benchmark stands on: the stack, shared arguments, CPU accounting, plain baseline
+loops, the report and JSON. All it starts is ours, on loopback, in a temp dir (a redis-server on a
+free port, never 6379), each child in a session of its own, stopped in order; every wait has a
+deadline."""
 
 from __future__ import annotations
 
@@ -33,8 +27,9 @@ from typing import Any
 
 import requests
 
-from watcher.launcher import Process, celery_command, clean_env, watcher_command
-from watcher.launcher import wait_ready as wait_for
+from watcher.launcher import Process, celery_command, clean_env, wait_ready, watcher_command
+
+wait_for = wait_ready  # the benches' name for it
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench-sim-key-0123456789abcdef"
@@ -47,9 +42,6 @@ JsonScalar = str | int | float | bool | None
 def log(message: str) -> None:
     """Progress on stderr, so stdout holds only the report."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# --- child processes (started by watcher.launcher: in sessions of their own, stopped by group) ---
 
 
 def pid_of(child: Process | None) -> int | None:
@@ -71,36 +63,36 @@ def sleep_watching(seconds: float, children: Sequence[Process]) -> None:
         time.sleep(min(left, 0.5))
 
 
+def _group_stats(pgid: int | None) -> dict[int, list[str]]:
+    """The /proc/PID/stat fields (after the command) of a process group's processes."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").glob("[0-9]*") if pgid is not None else ():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                stats[int(entry.name)] = fields
+    return stats
+
+
 def group_pids(pgid: int | None) -> list[int]:
     """The processes of a process group (a prefork worker's children are in its group)."""
-    pids = []
-    for entry in Path("/proc").iterdir() if pgid is not None else ():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if entry.name.isdigit() and int(_stat(entry)[2]) == pgid:
-                pids.append(int(entry.name))
-    return pids
-
-
-def _stat(entry: Path) -> list[str]:
-    return (entry / "stat").read_text().rsplit(")", 1)[1].split()
+    return list(_group_stats(pgid))
 
 
 def group_cpu(pgid: int | None) -> float | None:
     """CPU seconds (user+sys, reaped children included) of a process group, from /proc."""
     if pgid is None or not Path("/proc").is_dir():
         return None
-    total = 0
-    for pid in group_pids(pgid):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            total += sum(int(x) for x in _stat(Path(f"/proc/{pid}"))[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = sum(sum(int(x) for x in fields[11:15]) for fields in _group_stats(pgid).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Sessions:
     """One `requests.Session` per thread, all closed at the end."""
 
     def __init__(self) -> None:
-        self._local, self._lock, self._all = threading.local(), threading.Lock(), []
+        self._local, self._lock = threading.local(), threading.Lock()
+        self._all: list[requests.Session] = []
 
     def get(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
@@ -113,9 +105,6 @@ class Sessions:
     def close(self) -> None:
         for session in self._all:
             session.close()
-
-
-# --- the stack --------------------------------------------------------------------------------
 
 
 def settings_from(values: Mapping[str, str]) -> Any:
@@ -162,9 +151,9 @@ class Stack:
             self.redis.start()
         if simulator:
             self.sim_port = free_port()
-            sim = watcher_command("simulator", "--host", "127.0.0.1")
-            sim += ["--port", str(self.sim_port), "--api-key", API_KEY, "--not-found-window"]
-            sim += ["0", "--generating-delay", str(generating_delay)]
+            sim = watcher_command("simulator", "--host", "127.0.0.1", "--port", str(self.sim_port),
+                                  "--api-key", API_KEY, "--not-found-window", "0",
+                                  "--generating-delay", str(generating_delay))  # fmt: skip
             child = self.spawn("simulator", sim, {"WATCHER_LOG_LEVEL": "WARNING"})
             health = f"{self.sim_root}/_sim/health"
             wait_for("the simulator", lambda: self.http.get(health, timeout=1).ok, 30, [child])
@@ -174,9 +163,8 @@ class Stack:
         """Another redis-server of our own, stopped with the stack."""
         from watcher.redis_server import RedisServer
 
-        server = RedisServer(self.tmp / name)
-        self.servers.append(server)
-        return server.start()
+        self.servers.append(RedisServer(self.tmp / name))
+        return self.servers[-1].start()
 
     def values(self, wallet: str, redis_url: str | None = None, **extra: str) -> dict[str, str]:
         """The settings (as environment variables) of one watcher deployment."""
@@ -192,21 +180,19 @@ class Stack:
         }  # fmt: skip
 
     def runtime(self, values: Mapping[str, str], *, own_process: bool = False) -> Any:
-        """A Runtime on these settings; `own_process`: also this process's Celery app's (it
-        is built from the environment at import) and its logging."""
+        """A Runtime on these settings; `own_process`: also this process's Celery app's (built
+        from the environment at import) and its logging."""
         from watcher.logging import configure_logging
         from watcher.runtime import Runtime
 
+        settings = settings_from(values)
         if own_process:
             for name in [k for k in os.environ if k.startswith(("WATCHER_", "VOLTAGE_"))]:
                 del os.environ[name]
             os.environ.update(values)
-        settings = settings_from(values)
-        if own_process:
             configure_logging(settings)
-        rt = Runtime.from_settings(settings)
-        self.runtimes.append(rt)
-        return rt
+        self.runtimes.append(Runtime.from_settings(settings))
+        return self.runtimes[-1]
 
     def spawn(self, name: str, command: list[str], values: Mapping[str, str]) -> Process:
         """The one place a bench starts a process."""
@@ -240,8 +226,8 @@ class Stack:
         conf: Mapping[str, Any] | None = None, wait: bool = True,
     ) -> Process:  # fmt: skip
         """The Procfile's beat (`args` replace its `--loglevel INFO`), its schedule file in the
-        bench's directory, returned once its control loop has ticked (or it has printed its
-        banner) unless told not to `wait`."""
+        bench's directory, returned (unless not `wait`) once its control loop has ticked or it
+        has printed its banner."""
         schedule = ["--schedule", str(self.tmp / f"celerybeat-schedule-{name}")]
         command = celery("beat", *(args or ("--loglevel", "INFO")), *schedule, conf=conf)
         child = self.spawn(name, command, values)
@@ -309,7 +295,8 @@ def celery(*args: str, conf: Mapping[str, Any] | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class Usage:
-    """A snapshot: wall clock, this process's CPU, redis-server's, process groups', commands."""
+    """A snapshot (wall clock, this process's CPU, redis-server's, process groups', commands),
+    or the difference of two (`Delta`, its `own` empty)."""
 
     wall: float
     bench: float
@@ -331,6 +318,17 @@ class Usage:
         }
         return Delta(after.wall - self.wall, after.bench - self.bench, after.redis - self.redis,
                      groups, commands)  # fmt: skip
+
+    @property
+    def total_commands(self) -> int:
+        return sum(calls for calls, _ in self.commands.values())
+
+    @property
+    def total_usec(self) -> int:
+        return sum(usec for _, usec in self.commands.values())
+
+
+Delta = Usage
 
 
 @dataclass
@@ -354,25 +352,7 @@ class Run:
         return per(seconds, self.done, 1000.0)
 
 
-@dataclass(frozen=True)
-class Delta:
-    wall: float
-    bench: float
-    redis: float
-    groups: dict[str, float | None]
-    commands: dict[str, tuple[int, int]]
-
-    @property
-    def total_commands(self) -> int:
-        return sum(calls for calls, _ in self.commands.values())
-
-    @property
-    def total_usec(self) -> int:
-        return sum(usec for _, usec in self.commands.values())
-
-
-# --- Voltage requests by purpose (the watcher counts each as `voltage_requests:<purpose>`) ---
-
+# Voltage requests by purpose (the watcher counts each as `voltage_requests:<purpose>`)
 PURPOSES = ("create", "read_back", "adopt", "confirm", "sweep", "reconcile", "expiry_check",
             "fallback_poll", "hint", "poll", "other")  # fmt: skip
 
@@ -386,15 +366,12 @@ def by_purpose(counters: Mapping[str, int]) -> dict[str, int]:
     return counts
 
 
-# --- the plain baseline loops -----------------------------------------------------------------
-
-
 def plain_loop(
     items: Sequence[Any], threads: int, call: Callable[[requests.Session, Any], bool],
     deadline: float,
 ) -> tuple[int, int]:  # fmt: skip
-    """`call(session, item)` for every item from `threads` threads, a Session each, no watcher
-    code; returns (ok, errors)."""
+    """`call(session, item)` for every item from `threads` threads (one: this one), a Session
+    each, no watcher code; returns (ok, errors)."""
     tallies = [[0, 0] for _ in range(threads)]
     stop_at = time.monotonic() + deadline
 
@@ -409,28 +386,22 @@ def plain_loop(
                     ok = False
                 tally[0 if ok else 1] += 1
 
-    workers = [
-        threading.Thread(target=work, args=(items[i::threads], tallies[i]), name=f"plain-{i}")
-        for i in range(threads)
-    ]
     if threads == 1:
         work(items, tallies[0])
-    for thread in workers if threads > 1 else ():
+    workers = [threading.Thread(target=work, args=(items[i::threads], tally), name=f"plain-{i}")
+               for i, tally in enumerate(tallies if threads > 1 else [])]  # fmt: skip
+    for thread in workers:
         thread.start()
-    for thread in workers if threads > 1 else ():
+    for thread in workers:
         thread.join(max(1.0, stop_at - time.monotonic() + 20))
     return sum(t[0] for t in tallies), sum(t[1] for t in tallies)
-
-
-# --- arguments, the run, the report -----------------------------------------------------------
 
 
 def parser(module: str, description: str, quick: str | None = None) -> argparse.ArgumentParser:
     """The arguments every bench has: `--quick` (when it has a smoke size), `--keep`, `--json`."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
-    if quick:
-        parser.add_argument("--quick", action="store_true", help=quick)
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    quick_flag = [("--quick", "store_true", False, quick)] if quick else []
+    options(parser, *quick_flag, ("--keep", "store_true", False, "keep the temp dir (logs)"))
     parser.add_argument(
         "--json", dest="json_path", type=Path, default=None, metavar="PATH",
         help="also write the headline numbers as one flat JSON object",
@@ -441,12 +412,9 @@ def parser(module: str, description: str, quick: str | None = None) -> argparse.
 def options(parser: argparse.ArgumentParser, *specs: tuple[Any, ...]) -> None:
     """One line per option: (flag, type or action, default, help)."""
     for flag, kind, default, help_text in specs:
-        if kind in ("store_true", "append"):
-            parser.add_argument(flag, action=kind, default=default, help=help_text)
-        elif isinstance(kind, tuple):
-            parser.add_argument(flag, choices=kind, default=default, help=help_text)
-        else:
-            parser.add_argument(flag, type=kind, default=default, help=help_text)
+        how = {"action": kind} if kind in ("store_true", "append") else {"type": kind}
+        how = {"choices": kind} if isinstance(kind, tuple) else how
+        parser.add_argument(flag, default=default, help=help_text, **how)
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -463,8 +431,7 @@ def run_in_stack(prefix: str, args: argparse.Namespace, body: Callable[[Stack], 
     with `--keep` or after a failure (with the children's last lines, which say why)."""
     exit_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix=f"vw-bench-{prefix}-"))
-    stack = Stack(tmp)
-    failed = True
+    stack, failed = Stack(tmp), True
     try:
         log(f"temp dir {tmp}")
         code = body(stack)
@@ -482,8 +449,14 @@ def run_in_stack(prefix: str, args: argparse.Namespace, body: Callable[[Stack], 
 
 
 def header(title: str, stack: Stack) -> None:
+    """The title and the machine the numbers come from."""
     print(f"\n=== voltage-watcher {title} ===")
-    print(machine_line(redis_server_version(), stack.load_before))
+    print(
+        f"machine: nproc={usable_cpus()} (cpu_count={os.cpu_count()}, {cpu_model()}), "
+        f"python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.release()} {platform.machine()}, "
+        f"redis-server {redis_server_version()}, load avg before run {stack.load_before}"
+    )
 
 
 def finish(args: argparse.Namespace, values: Mapping[str, JsonScalar], problems: list[str]) -> int:
@@ -498,10 +471,8 @@ def finish(args: argparse.Namespace, values: Mapping[str, JsonScalar], problems:
 
 def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
     ordered = sorted(values)
-    return ordered[int(max(1, -(-len(ordered) * p // 100))) - 1]
+    return ordered[int(max(1, -(-len(ordered) * p // 100))) - 1] if ordered else None
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
@@ -513,34 +484,24 @@ def per(value: float | None, n: float, scale: float = 1.0) -> float | None:
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """The first column left-aligned, the others right-aligned, a rule under the headers."""
     widths = [max(len(str(r[c])) for r in [headers, *rows]) for c in range(len(headers))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(v.ljust(widths[0]) if c == 0 else v.rjust(widths[c]) for c, v in
-                         enumerate(row))  # fmt: skip
-
-    print(title)
-    print(line(headers))
-    print("-" * len(line(headers)))
-    for row in rows:
-        print(line(row))
-    print()
+    lines = ["  ".join(v.ljust(widths[0]) if c == 0 else v.rjust(widths[c])
+                       for c, v in enumerate(row)) for row in [headers, *rows]]  # fmt: skip
+    print("\n".join([title, lines[0], "-" * len(lines[0]), *lines[1:], ""]))
 
 
 def write_json(path: Path, values: Mapping[str, JsonScalar]) -> None:
-    """The headline numbers as one flat JSON object (what `bench/run_all` reads)."""
+    """The headline numbers as one flat JSON object (what `bench/run_all` reads): JSON has no
+    NaN or infinity (None instead); 3 decimals are plenty."""
     clean: dict[str, JsonScalar] = {}
     for key, value in values.items():
         if value is not None and not isinstance(value, str | int | float | bool):
             raise TypeError(f"{key}: {type(value).__name__} is not a flat JSON value")
-        # JSON has no NaN or infinity; 3 decimals are plenty
         finite = not isinstance(value, float) or math.isfinite(value)
         clean[key] = (round(value, 3) if finite else None) if isinstance(value, float) else value
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
-
-
-# --- the machine ------------------------------------------------------------------------------
 
 
 def load_average() -> str:
@@ -581,18 +542,9 @@ def redis_server_version() -> str:
     if not binary:
         return "not found"
     try:
-        out = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
+        run = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                             check=False)  # fmt: skip
+        out = run.stdout
     except (OSError, subprocess.SubprocessError):
         return "?"
     return next((p[2:] for p in out.split() if p.startswith("v=")), out.strip() or "?")
-
-
-def machine_line(redis_version: str, load_before: str) -> str:
-    return (
-        f"machine: nproc={usable_cpus()} (cpu_count={os.cpu_count()}, {cpu_model()}), "
-        f"python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.release()} {platform.machine()}, "
-        f"redis-server {redis_version}, load avg before run {load_before}"
-    )

@@ -1,9 +1,5 @@
-"""The baseline every watcher number is compared with: GET every pending payment every 2 s.
-
-Plain `requests`, one Session per thread, no watcher code. It keeps its promise only if a round
-of GETs fits in the interval, so it records what it really achieved: the mean gap between two
-GETs of the same payment, rounds that overran, the longest round.
-"""
+"""The baseline: GET every pending payment every 2 s with plain `requests` (a Session per
+thread, no watcher code), recording what it achieved, as a round may overrun the interval."""
 
 from __future__ import annotations
 
@@ -55,8 +51,7 @@ class NaiveLoop:
 
     def kept_promise(self) -> bool:
         """Did it GET each payment about every `interval` (within 10%)?"""
-        gap = self.mean_gap
-        return gap is None or gap <= self.interval * 1.1
+        return (gap := self.mean_gap) is None or gap <= self.interval * 1.1
 
     def start(self) -> NaiveLoop:
         self._thread.start()
@@ -75,19 +70,15 @@ class NaiveLoop:
 
     def _check(self, pid: str) -> None:
         started, status, ok = time.monotonic(), "", False
-        try:
+        with contextlib.suppress(requests.RequestException, ValueError, AttributeError):
             response = self._sessions.get().get(
                 self.url_prefix + pid, headers={"x-api-key": self.api_key}, timeout=(3.05, 10)
             )
             ok = response.status_code == 200
-            with contextlib.suppress(ValueError, AttributeError):
-                status = str(response.json().get("status", "")) if ok else ""
-        except requests.RequestException:
-            pass
+            status = str(response.json().get("status", "")) if ok else ""
         seen = time.time()
         with self._lock:  # book the GET; the first to see the payment final reports it
-            self.gets += 1
-            self.get_errors += not ok
+            self.gets, self.get_errors = self.gets + 1, self.get_errors + (not ok)
             if (last := self._last_get.get(pid)) is not None:
                 self.gap_sum, self.gap_count = self.gap_sum + started - last, self.gap_count + 1
             self._last_get[pid] = started
@@ -107,6 +98,5 @@ class NaiveLoop:
                 self.longest_round = max(self.longest_round, time.monotonic() - began)
             next_round += self.interval
             if (now := time.monotonic()) > next_round:
-                self.overruns += 1
-                next_round = now
+                self.overruns, next_round = self.overruns + 1, now
             self._stop.wait(next_round - now)

@@ -1,19 +1,12 @@
-"""The subscriber the benches deliver to: one threaded HTTP receiver on loopback.
-
-A path registered with a secret is a subscriber that verifies: every POST is checked with the
-`standardwebhooks` package (the reference implementation, not the watcher's own signing code)
-and, per payment id, the first verified arrival is kept. A repeat of a `webhook-id` is an
-at-least-once redelivery (counted, not a problem); a second *distinct* `webhook-id` for the same
-payment is the watcher reporting it twice. Any other path only counts: requests, distinct
-`webhook-id`s, first and last arrival and the first request (`GET /count` answers with them),
-which is what the delivery bench reads back from the receiver running as its own process.
-
-Answers are one write with TCP_NODELAY: two writes would wait for the client's delayed ACK
-(~40 ms per request).
-"""
+"""The subscriber the benches deliver to: a threaded HTTP receiver on loopback. A path with a
+secret verifies each POST with `standardwebhooks` (not the watcher's signing code) and keeps each
+payment's first arrival; a repeated `webhook-id` is a redelivery, a second distinct one a double
+report. Other paths only count (`GET /count`). One write per answer: two would wait ~40 ms for
+the client's delayed ACK."""
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -33,7 +26,7 @@ class Inbox:
     arrived: dict[str, float] = field(default_factory=dict)  # pid -> first verified arrival
     status: dict[str, str] = field(default_factory=dict)  # pid -> status of that first event
     msg_ids: dict[str, set[str]] = field(default_factory=dict)  # pid -> distinct webhook-ids
-    redeliveries: int = 0  # the same webhook-id again: at least once, and it says so
+    redeliveries: int = 0  # the same webhook-id again
     posts: int = 0
     invalid: Counter[str] = field(default_factory=Counter)  # why a POST did not verify
     seen: set[str] = field(default_factory=set, repr=False)  # every webhook-id
@@ -42,17 +35,39 @@ class Inbox:
     sample: dict[str, Any] | None = None  # the first request's headers and body
 
     def copy(self) -> Inbox:
-        ids = {pid: set(s) for pid, s in self.msg_ids.items()}
-        return Inbox(self.secret, dict(self.arrived), dict(self.status), ids,
-                     self.redeliveries, self.posts, Counter(self.invalid))  # fmt: skip
+        return copy.deepcopy(self)
 
     def double_reports(self) -> dict[str, int]:
-        """Payments told more than once under different webhook-ids: reported twice."""
+        """Payments told more than once under different webhook-ids."""
         return {pid: len(ids) for pid, ids in self.msg_ids.items() if len(ids) > 1}
 
-    def counts(self) -> dict[str, Any]:
-        return {"total": self.posts, "distinct": len(self.seen), "first": self.first,
-                "last": self.last, "sample": self.sample}  # fmt: skip
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    receiver: Receiver
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def answer(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+        head = f"HTTP/1.1 {status} {'OK' if status == 200 else 'Rejected'}\r\n"
+        head += f"content-type: {kind}\r\ncontent-length: {len(body)}\r\n\r\n"
+        self.wfile.write(head.encode() + body)
+
+    def do_POST(self) -> None:
+        arrived = time.time()
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status = self.receiver.receive(self.path, headers, body, arrived)
+        self.answer(status, b"ok" if status == 200 else b"rejected")
+
+    def do_GET(self) -> None:
+        with self.receiver._lock:
+            counts = {p: {"total": i.posts, "distinct": len(i.seen), "first": i.first,
+                          "last": i.last, "sample": i.sample}
+                      for p, i in self.receiver.inboxes.items()}  # fmt: skip
+        self.answer(200, json.dumps(counts).encode(), "application/json")
 
 
 class Receiver:
@@ -61,7 +76,9 @@ class Receiver:
     def __init__(self, port: int = 0) -> None:
         self.inboxes: dict[str, Inbox] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server = ThreadingHTTPServer(
+            ("127.0.0.1", port), type("H", (Handler,), {"receiver": self})
+        )
         self._server.daemon_threads = True
         self._server.request_queue_size = 256  # C threads connecting at once
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -88,35 +105,6 @@ class Receiver:
             self._thread.join(10)
         self._server.server_close()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def answer(self, status: int, body: bytes, kind: str = "text/plain") -> None:
-                head = f"HTTP/1.1 {status} {'OK' if status == 200 else 'Rejected'}\r\n"
-                head += f"content-type: {kind}\r\ncontent-length: {len(body)}\r\n\r\n"
-                self.wfile.write(head.encode() + body)
-
-            def do_POST(self) -> None:
-                arrived = time.time()
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status = receiver.receive(self.path, headers, body, arrived)
-                self.answer(status, b"ok" if status == 200 else b"rejected")
-
-            def do_GET(self) -> None:
-                with receiver._lock:
-                    counts = {p: i.counts() for p, i in receiver.inboxes.items()}
-                self.answer(200, json.dumps(counts).encode(), "application/json")
-
-        return Handler
-
     def receive(self, path: str, headers: dict[str, str], body: bytes, arrived: float) -> int:
         """Record, verifying first on a path with a secret; the answer's status code."""
         msg_id = headers.get("webhook-id", "")
@@ -135,9 +123,9 @@ class Receiver:
             with self._lock:
                 inbox.invalid[str(exc)[:60]] += 1
             return 401
-        data = event.get("data") if isinstance(event, dict) else None
-        pid = str(data.get("payment_id", "")) if isinstance(data, dict) else ""
-        kind = str(event.get("type", "")) if isinstance(event, dict) else ""
+        event = event if isinstance(event, dict) else {}
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        pid, kind = str(data.get("payment_id", "")), str(event.get("type", ""))
         with self._lock:
             if msg_id in inbox.seen:
                 inbox.redeliveries += 1
@@ -152,6 +140,3 @@ class Receiver:
 def serve(port: int) -> None:
     """The receiver as a process of its own (the delivery bench measures its CPU apart)."""
     Receiver(port)._server.serve_forever()
-
-
-WebhookReceiver = Receiver  # the old name, until bench.detection moves onto the harness

@@ -1,16 +1,16 @@
 """Every benchmark, one after another, then one table of the headline numbers.
 
-Each bench runs as a subprocess with `--json PATH` (its flat JSON object of headline numbers),
-its output in a log file, never two at once: on 2 cores they would measure each other. A bench
-that exits non-zero shows as "failed (exit N)", one whose script does not exist as "missing";
-the rest still run and show, and run_all exits 1. Ctrl-C (or SIGTERM) stops the running bench
-through its own cleanup (SIGTERM, then SIGKILL after a minute), prints what it has and exits 130.
-The benches, their sizes and timings: bench/README.md.
+Each bench is a subprocess with `--json PATH` (its flat JSON of headline numbers), its output in a
+log, never two at once (on 2 cores they would measure each other). A bench exiting non-zero shows
+as "failed (exit N)", a missing script as "missing"; the rest still run, and run_all exits 1.
+Ctrl-C (or SIGTERM) stops the running bench through its own cleanup (SIGTERM, then SIGKILL after a
+minute), prints what it has and exits 130. The benches, their sizes and timings: bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -74,34 +74,30 @@ def duration(seconds: float) -> str:
 
 def run_bench(out: Outcome, timeout: float) -> None:
     """One bench as a session of its own, waited for with a deadline; fills in the outcome."""
-    name = out.bench.name
+    name, began = out.bench.name, time.monotonic()
     script = PROJECT_ROOT / Path(*out.bench.module.split(".")).with_suffix(".py")
     if not script.exists():
         out.status = "missing"
         say(f"{name}: {script.relative_to(PROJECT_ROOT)} does not exist; skipped")
         return
     out.json_path.unlink(missing_ok=True)
-    say(f"{name}: {shlex.join(out.command)}  (log {out.log_path})")
     out.log_path.unlink(missing_ok=True)
-    began = time.monotonic()
+    say(f"{name}: {shlex.join(out.command)}  (log {out.log_path})")
     proc = Process(name, out.command, os.environ, log_path=out.log_path, cwd=PROJECT_ROOT).start()
     assert proc.process is not None
     try:
-        while True:
-            try:
-                left = timeout - (time.monotonic() - began)
-                code = proc.process.wait(min(HEARTBEAT, max(0.1, left)))
+        while (elapsed := time.monotonic() - began) < timeout:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = proc.process.wait(min(HEARTBEAT, max(0.1, timeout - elapsed)))
                 break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() - began >= timeout:
-                    say(f"{name}: still running after {duration(timeout)}; stopping it")
-                    proc.stop(STOP_GRACE)
-                    out.status, out.seconds = f"failed (timeout after {duration(timeout)})", timeout
-                    return
-                last = (proc.tail(1) or "")[:160]
-                say(f"{name}: {duration(time.monotonic() - began)}: {last}")
-    except BaseException:
-        # Ctrl-C or SIGTERM: let the bench stop its own children, then record it.
+            if (elapsed := time.monotonic() - began) < timeout:
+                say(f"{name}: {duration(elapsed)}: {(proc.tail(1) or '')[:160]}")
+        else:
+            say(f"{name}: still running after {duration(timeout)}; stopping it")
+            proc.stop(STOP_GRACE)
+            out.status, out.seconds = f"failed (timeout after {duration(timeout)})", timeout
+            return
+    except BaseException:  # Ctrl-C or SIGTERM: let the bench stop its own children
         say(f"{name}: interrupted; stopping it (up to {STOP_GRACE:.0f}s)")
         proc.stop(STOP_GRACE)
         out.status, out.seconds = "interrupted", time.monotonic() - began
@@ -120,119 +116,91 @@ def run_bench(out: Outcome, timeout: float) -> None:
     say(f"{name}: {out.status} in {duration(out.seconds)}")
 
 
-# --- the table --------------------------------------------------------------------------------
+# --- the table: (measure, bench, watcher key or reader, baseline label, baseline key, digits) ---
 
 Reader = Callable[[dict[str, Any]], float | str | None]
+Row = tuple[str, str, str | Reader, str, str | None, int]
 MIX_CLASSES = (("paid_early", "paid within 60 s"), ("paid_late", "paid after 60 s"),
                ("expired", "never paid: expired"), ("failed", "failed"),
                ("all", "all payments"))  # fmt: skip
 
 
-def key(name: str) -> Reader:
-    def read(values: dict[str, Any]) -> float | None:
-        value = values.get(name)
-        return float(value) if isinstance(value, int | float) else None
-
-    return read
+def number(values: dict[str, Any], name: str) -> float | None:
+    value = values.get(name)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def tick_triple(values: dict[str, Any]) -> str:
-    parts = [values.get(k) for k in ("tick_ms_p50", "tick_ms_p99", "tick_ms_max")]
-    return " / ".join(fmt(p, 1) if isinstance(p, int | float) else "-" for p in parts)
-
-
-Row = tuple[str, str, Reader, str, Reader | None, int]  # measure, bench, watcher, baseline...
+    parts = [number(values, f"tick_ms_{k}") for k in ("p50", "p99", "max")]
+    return " / ".join(fmt(p, 1) for p in parts)
 
 
 def sections(outcomes: dict[str, Outcome]) -> list[tuple[str, list[Row]]]:
     """The rows, grouped under short titles (the sizes the benches ran with go in notes())."""
-    eng, dlv, naive = outcomes["engine"].values, outcomes["deliveries"].values, "naive 2 s poll"
-    threads, pending = dlv.get("plain_threads", 8), eng.get("tick_pending")
-    pending = f"{pending:,}" if isinstance(pending, int) else "100k"
-    burst = eng.get("burst_due")
-    burst_label = f"{burst:,} payments" if isinstance(burst, int) else "a burst"
-    plain = "plain requests loop, {} thread{}"
-    latency = [
-        (f"p{p}, {how}", "detection", key(f"{side}_latency_ms_p{p}"), naive,
-         key(f"naive_latency_ms_p{p}"), 0)
-        for side, how in (("watcher", "no hint (sweeps)"),
-                          ("hint", "with the Voltage-webhook hint"))
-        for p in (50, 99)
+    eng, naive = outcomes["engine"].values, "naive 2 s poll"
+    threads = outcomes["deliveries"].values.get("plain_threads", 8)
+    pending = f"{p:,}" if isinstance(p := eng.get("tick_pending"), int) else "100k"
+    burst = f"{b:,} payments" if isinstance(b := eng.get("burst_due"), int) else "a burst"
+    hows = (("watcher", "no hint (sweeps)"), ("hint", "with the Voltage-webhook hint"))
+    plains = (("polls", "engine", ((1, "", "1"), (8, "s", "8"))),
+              ("deliveries", "deliveries", ((1, "", "1"), (threads, "s", "threads"))))  # fmt: skip
+    return [
+        ("Detection latency (ms)", [
+            (f"p{p}, {how}", "detection", f"{side}_latency_ms_p{p}", naive,
+             f"naive_latency_ms_p{p}", 0) for side, how in hows for p in (50, 99)]),
+        ("Voltage requests per payment, realistic mix", [
+            (label, "mix", f"watcher_requests_per_payment_{name}", naive,
+             f"naive_requests_per_payment_{name}", 1) for name, label in MIX_CLASSES]),
+        ("Throughput of one worker process", [
+            (f"{what}/s per worker", bench, f"{what}_per_s_worker",
+             f"plain requests loop, {n} thread{s}", f"{what}_per_s_plain_{suffix}", 0)
+            for what, bench, runs in plains for n, s, suffix in runs]),
+        ("Engine at scale", [
+            ("Redis memory per pending payment (bytes)", "engine",
+             "redis_bytes_per_pending_payment", "", None, 0),
+            (f"dispatcher tick, {pending} pending, p50 / p99 / max (ms)", "engine", tick_triple,
+             "", None, 0),
+            (f"one tick handing out {burst} due at once (ms)", "engine", "burst_claim_ms", "",
+             None, 1)]),
     ]  # fmt: skip
-    mix = [(label, "mix", key(f"watcher_requests_per_payment_{name}"), naive,
-            key(f"naive_requests_per_payment_{name}"), 1)
-           for name, label in MIX_CLASSES]  # fmt: skip
-    throughput = [
-        ("polls/s per worker", "engine", key("polls_per_s_worker"), plain.format(1, ""),
-         key("polls_per_s_plain_1"), 0),
-        ("polls/s per worker", "engine", key("polls_per_s_worker"), plain.format(8, "s"),
-         key("polls_per_s_plain_8"), 0),
-        ("deliveries/s per worker", "deliveries", key("deliveries_per_s_worker"),
-         plain.format(1, ""), key("deliveries_per_s_plain_1"), 0),
-        ("deliveries/s per worker", "deliveries", key("deliveries_per_s_worker"),
-         plain.format(threads, "s"), key("deliveries_per_s_plain_threads"), 0),
-    ]  # fmt: skip
-    scale = [
-        ("Redis memory per pending payment (bytes)", "engine",
-         key("redis_bytes_per_pending_payment"), "", None, 0),
-        (f"dispatcher tick, {pending} pending, p50 / p99 / max (ms)", "engine", tick_triple, "",
-         None, 0),
-        (f"one tick handing out {burst_label} due at once (ms)", "engine", key("burst_claim_ms"),
-         "", None, 1),
-    ]  # fmt: skip
-    return [("Detection latency (ms)", latency),
-            ("Voltage requests per payment, realistic mix", mix),
-            ("Throughput of one worker process", throughput),
-            ("Engine at scale", scale)]  # fmt: skip
 
 
 def notes(outcomes: dict[str, Outcome]) -> list[str]:
     """What each section's numbers are, with the sizes the benches really ran with."""
-    det, mix, dlv = (outcomes[n].values for n in ("detection", "mix", "deliveries"))
-    lines = []
-    if det:
-        lines.append(
-            f"detection: {det.get('payments')} payments per side, settles/fails uniform over "
-            f"{fmt(det.get('settle_window_s'))} s; latency = settle/fail answer -> a verified "
-            "webhook at the bench's subscriber (naive: the first GET that answers final); the "
-            "hint side gets Voltage's signed webhook right after the settle/fail answer"
-        )
-    if mix:
-        shares = ", ".join(f"{label} {100 * float(mix.get(f'mix_share_{name}') or 0):.0f}%"
-                           for name, label in MIX_CLASSES[:-1])  # fmt: skip
-        lines.append(
-            f"mix: {mix.get('payments')} payments per side, invoice expiration "
-            f"{mix.get('mix_expiration_s')} s, {shares}; watcher with production defaults; "
-            "requests = the payment's own GETs (create-time invoice reads included) + create "
-            "POSTs + the watcher's list calls shared out evenly"
-        )
-    if dlv:
-        lines.append(
-            f"deliveries: {dlv.get('deliveries')} webhooks, one `celery -A watcher worker "
-            f"--pool {dlv.get('pool')} --concurrency {dlv.get('concurrency')}` vs the same "
-            "signed bodies posted by plain requests.Session loops"
-        )
-    if outcomes["engine"].values:
-        lines.append(
-            "engine: polls of already-due payments by one worker (--pool threads x8) vs plain "
-            "GET loops; bytes = Redis used_memory growth per pending payment; tick = the "
-            "production dispatcher tick (claim + publish) once a second"
-        )
-    return lines
+    det, mix, dlv, eng = (outcomes[n].values for n in ("detection", "mix", "deliveries", "engine"))
+    shares = ", ".join(f"{label} {100 * float(mix.get(f'mix_share_{name}') or 0):.0f}%"
+                       for name, label in MIX_CLASSES[:-1])  # fmt: skip
+    lines = [
+        det and f"detection: {det.get('payments')} payments per side, settles/fails uniform over "
+        f"{fmt(det.get('settle_window_s'))} s; latency = settle/fail answer -> a verified webhook "
+        "at the bench's subscriber (naive: the first GET that answers final); the hint side gets "
+        "Voltage's signed webhook right after the settle/fail answer",
+        mix and f"mix: {mix.get('payments')} payments per side, invoice expiration "
+        f"{mix.get('mix_expiration_s')} s, {shares}; watcher with production defaults; requests = "
+        "the payment's own GETs (create-time invoice reads included) + create POSTs + the "
+        "watcher's list calls shared out evenly",
+        dlv and f"deliveries: {dlv.get('deliveries')} webhooks, one `celery -A watcher worker "
+        f"--pool {dlv.get('pool')} --concurrency {dlv.get('concurrency')}` vs the same signed "
+        "bodies posted by plain requests.Session loops",
+        eng and "engine: polls of already-due payments by one worker (--pool threads x8) vs plain "
+        "GET loops; bytes = Redis used_memory growth per pending payment; tick = the production "
+        "dispatcher tick (claim + publish) once a second",
+    ]  # fmt: skip
+    return [line for line in lines if line]
 
 
 def render(row: Row, outcome: Outcome) -> list[str]:
     measure, _, watcher, label, baseline, digits = row
     if outcome.status != "ok":
         return [measure, outcome.status, label or "-", "-", "-"]
-    mine = watcher(outcome.values)
-    theirs = baseline(outcome.values) if baseline is not None else None
+    v = outcome.values
+    mine = number(v, watcher) if isinstance(watcher, str) else watcher(v)
+    theirs = number(v, baseline) if baseline is not None else None
     ratio = "-"
     if isinstance(mine, float) and isinstance(theirs, float) and theirs:
         ratio = f"{mine / theirs:.{2 if mine / theirs >= 0.1 else 3}f}"
     shown = mine if isinstance(mine, str) else fmt(mine, digits)
-    theirs_shown = fmt(theirs, digits) if isinstance(theirs, float | None) else theirs
-    return [measure, shown, label or "-", theirs_shown if baseline is not None else "-", ratio]
+    return [measure, shown, label or "-", fmt(theirs, digits) if baseline else "-", ratio]
 
 
 def print_report(outcomes: dict[str, Outcome], command: str, results: Path, started: datetime,
@@ -309,15 +277,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.run_all
         f"{b.name} {b.quick_expected if args.quick else b.expected}" for b in chosen
     )
     say(f"running {len(chosen)} benches one after another ({expected}); results in {results}")
-    interrupted = False
     try:
         for b in chosen:
             run_bench(outcomes[b.name], b.quick_timeout if args.quick else b.timeout)
     except (KeyboardInterrupt, SystemExit):
-        interrupted = True
-    print_report(outcomes, command, results, started, load)
-    if interrupted:
+        print_report(outcomes, command, results, started, load)
         return 130
+    print_report(outcomes, command, results, started, load)
     return 0 if all(outcomes[b.name].status == "ok" for b in chosen) else 1
 
 

@@ -1,18 +1,17 @@
 """Steady state: what watching N pending payments costs when nothing is changing.
 
-For each N in `--sizes`, on a fresh redis-server of its own: seed the simulator with N
-`receiving` payments of long expiry, make the watcher watch them all (from the list pages by
-default, `--adopt watch`: `watch_existing` per id), start the Procfile's worker and beat at
-production defaults, wait out `--warmup`, then measure for `--minutes`: Voltage requests per
-minute, the worker's and beat's CPU, Redis memory. Next to it the naive 2 s loop's requests per
-minute by arithmetic (N x 30) and a measured row of that loop for 1,000 payments. The point:
-the watcher's requests per minute must not grow with N. More: bench/README.md.
+Per N in `--sizes`, on a redis-server of its own: N `receiving` payments of long expiry, all
+watched (from the list pages, or `--adopt watch`: `watch_existing` per id), the Procfile's worker
+and beat at production defaults; after `--warmup`, `--minutes` measured: Voltage requests/min,
+worker and beat CPU, Redis memory, next to the naive 2 s loop (N x 30 by arithmetic, measured for
+1,000). The watcher's requests per minute must not grow with N. More: bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import multiprocessing
 import os
 import random
@@ -75,14 +74,12 @@ def parse_args(argv: Sequence[str] | None) -> Any:
 class Row:
     size: int
     seed_s: float = 0.0
-    seed_how: str = ""
     adopt_s: float = 0.0
     adopt_how: str = ""
     minutes: float = 0.0
     requests: int = 0  # the simulator's count over the window
     purposes: dict[str, int] = field(default_factory=dict)  # the counters' deltas
-    worker_cpu: float | None = None  # % of one core
-    beat_cpu: float | None = None
+    cpu: dict[str, float | None] = field(default_factory=dict)  # % of one core, by process
     redis_mib: float = 0.0
     note: str = ""
 
@@ -91,52 +88,23 @@ class Row:
         return self.requests / self.minutes if self.minutes else 0.0
 
 
-def client(stack: Stack) -> VoltageClient:
-    return VoltageClient(base_url=f"{stack.sim_root}/v1", api_key=API_KEY,
-                         organization_id=ORG_ID, environment_id=ENV_ID)  # fmt: skip
-
-
-def seed(stack: Stack, n: int, wallet: str, expiration: int) -> tuple[list[str], str]:
-    """N receiving payments: the bulk route, else (an older simulator) one create each."""
-    ids: list[str] = []
-    while len(ids) < n:
-        body = {"count": min(BULK_MAX, n - len(ids)), "wallet_id": wallet, "expiration":
+def seed(stack: Stack, row: Row, wallet: str, expiration: int) -> list[str]:
+    """N receiving payments through the simulator's bulk route (no create each)."""
+    began, ids = time.monotonic(), list[str]()
+    while len(ids) < row.size:
+        body = {"count": min(BULK_MAX, row.size - len(ids)), "wallet_id": wallet, "expiration":
                 expiration, "organization_id": ORG_ID, "environment_id": ENV_ID}  # fmt: skip
-        response = stack.http.post(f"{stack.sim_root}/_sim/payments/bulk", json=body, timeout=600)
-        if response.status_code in (404, 405) and not ids:
-            break
-        response.raise_for_status()
-        ids.extend(response.json()["ids"])
-    else:
-        return ids, "POST /_sim/payments/bulk"
-    if n > 20_000:
-        raise RuntimeError("seeding more than 20,000 needs the simulator's /_sim/payments/bulk")
-    with client(stack) as voltage, ThreadPoolExecutor(8) as pool:
-        ids = list(pool.map(lambda i: voltage.submit_receive(wallet_id=wallet,
-                            amount_msats=1_000 + i, expiration=expiration), range(n)))  # fmt: skip
-
-    def ready() -> bool:
-        return all(stack.sim("GET", f"/payments/{p}")["status"] == "receiving" for p in ids)
-
-    h.wait_for("the seeded payments to be receiving", ready, 120)
-    return ids, "one create each (no bulk route)"
+        ids += stack.sim("POST", "/payments/bulk", json=body)["ids"]
+    row.seed_s = time.monotonic() - began
+    return ids
 
 
-_ADOPTER: dict[str, Any] = {}
-
-
-def _adopter_init(values: dict[str, str], spread: float | None) -> None:
-    """In each adopting process: a Runtime of its own."""
+def _adopt_chunk(values: dict[str, str], spread: float | None, raws: list[dict[str, Any]]) -> int:
+    """In an adopting process, on a Runtime of its own: adopt from list answers, the first read
+    where the watcher would schedule it (as `watch_existing` does) or spread over `spread`."""
     from watcher.runtime import Runtime
 
-    _ADOPTER.update(rt=Runtime.from_settings(h.settings_from(values)), spread=spread)
-
-
-def _adopt_chunk(raws: list[dict[str, Any]]) -> int:
-    """Adopt from list answers; the first read where the watcher itself would schedule it (as
-    `watch_existing` does: with healthy sweeps and a known expiry, the expiry check), or
-    spread uniformly over `--first-poll-spread`."""
-    rt, spread, adopted = _ADOPTER["rt"], _ADOPTER["spread"], 0
+    rt, adopted = Runtime.from_settings(h.settings_from(values)), 0
     for raw in raws:
         now, payment = time.time(), Payment.from_api(raw)
         first = now + (random.uniform(0.0, spread) if spread is not None else 60.0)
@@ -145,33 +113,48 @@ def _adopt_chunk(raws: list[dict[str, Any]]) -> int:
             record = rt.store.get(payment.id) if spread is None else None
             if record is not None:
                 rt.store.reschedule(payment.id, rt.policy.next_poll(record, now))
+    rt.redis.close()
     return adopted
 
 
-def adopt_from_list(stack: Stack, values: dict[str, str], spread: float | None, n: int) -> None:
-    """Watch every receiving payment of the wallet from list pages: no Voltage read per
-    payment. Adopting decodes each BOLT11 (ms of pure Python): one process per CPU."""
-    with client(stack) as voltage:
+def adopt_from_list(stack: Stack, values: dict[str, str], spread: float | None, n: int) -> str:
+    """Watch the wallet's receiving payments from list pages (no Voltage read each); adopting
+    decodes each BOLT11 (ms of pure Python): one process per CPU."""
+    with VoltageClient(base_url=f"{stack.sim_root}/v1", api_key=API_KEY,
+                       organization_id=ORG_ID, environment_id=ENV_ID) as voltage:  # fmt: skip
         raws = [p.raw for p in voltage.iter_payments(limit=1000, wallet_id=WALLET,
                 statuses=["receiving"], sort_key="created_at", sort_order="ASC")]  # fmt: skip
     chunks = [raws[i : i + ADOPT_CHUNK] for i in range(0, len(raws), ADOPT_CHUNK)]
-    context = multiprocessing.get_context("spawn")
     workers = max(1, min(len(chunks), os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_adopter_init,
-                             initargs=(values, spread)) as pool:  # fmt: skip
-        adopted = sum(pool.map(_adopt_chunk, chunks))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        adopted = sum(pool.map(functools.partial(_adopt_chunk, values, spread), chunks))
     if adopted != n:
         raise RuntimeError(f"adopted {adopted} payments from the list, expected {n}")
+    first = "where the watcher's policy puts it" if spread is None else f"spread over {spread:g}s"
+    return f"store.adopt from list pages, a process per CPU; first read {first}"
 
 
 def snapshot(stack: Stack, rt: Any) -> tuple[float, int, dict[str, int], dict[str, Any]]:
     cpu = {c.name: h.group_cpu(h.pid_of(c)) for c in stack.children if c.name in ("worker", "beat")}
-    requests_so_far = int(stack.sim("GET", "/stats")["requests"])
-    return time.monotonic(), requests_so_far, h.by_purpose(rt.store.counters()), cpu
+    cpu["bench"] = time.process_time()
+    counters = h.by_purpose(rt.store.counters()) if rt is not None else {}
+    return time.monotonic(), int(stack.sim("GET", "/stats")["requests"]), counters, cpu
 
 
-def percent(a: float | None, b: float | None, seconds: float) -> float | None:
-    return None if a is None or b is None or seconds <= 0 else 100.0 * (b - a) / seconds
+def measure(stack: Stack, row: Row, rt: Any, warmup: float, minutes: float) -> None:
+    """After `warmup`, the Voltage requests, counters and CPU over `minutes` (a child dying fails
+    it at once)."""
+    h.sleep_watching(warmup, stack.children)
+    t0, r0, c0, cpu0 = snapshot(stack, rt)
+    h.log(f"N={row.size}: measuring for {minutes:g} min")
+    h.sleep_watching(minutes * 60, stack.children)
+    t1, r1, c1, cpu1 = snapshot(stack, rt)
+    row.minutes, row.requests = (t1 - t0) / 60, r1 - r0
+    row.purposes = {k: v - c0.get(k, 0) for k, v in c1.items()}
+    for name, v in cpu1.items():
+        was = cpu0.get(name)
+        row.cpu[name] = None if v is None or was is None else 100.0 * (v - was) / (t1 - t0)
 
 
 def measure_size(stack: Stack, a: Any, n: int) -> Row:
@@ -180,36 +163,21 @@ def measure_size(stack: Stack, a: Any, n: int) -> Row:
     try:
         values = stack.values(f"{WALLET}-n{n}", server.url, VOLTAGE_WALLET_ID=WALLET)
         rt = stack.runtime(values)
-        began = time.monotonic()
-        ids, row.seed_how = seed(stack, n, WALLET, a.expiration)
-        row.seed_s = time.monotonic() - began
-        h.log(f"N={n}: seeded in {row.seed_s:.1f}s ({row.seed_how})")
-        began = time.monotonic()
+        ids = seed(stack, row, WALLET, a.expiration)
+        h.log(f"N={n}: seeded in {row.seed_s:.1f}s (POST /_sim/payments/bulk)")
+        began, row.adopt_how = time.monotonic(), "watch_existing (a Voltage read each)"
         if a.adopt == "watch":
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda pid: watch_existing(rt, pid), ids))
-            row.adopt_how = "watch_existing (a Voltage read each)"
         else:
-            adopt_from_list(stack, values, a.first_poll_spread, n)
-            spread = a.first_poll_spread
-            first = f"spread over {spread:g}s" if spread is not None else (
-                "where the watcher's policy puts it")  # fmt: skip
-            row.adopt_how = f"store.adopt from list pages, a process per CPU; first read {first}"
+            row.adopt_how = adopt_from_list(stack, values, a.first_poll_spread, n)
         row.adopt_s = time.monotonic() - began
         h.log(f"N={n}: watched in {row.adopt_s:.1f}s ({row.adopt_how})")
         concurrency = ["--concurrency", str(a.worker_concurrency)] if a.worker_concurrency else []
         stack.worker("worker", values, "--loglevel", "INFO", *concurrency, rt=rt)
         stack.beat("beat", values, rt=rt)
         h.log(f"N={n}: worker and beat up; warming up for {a.warmup:g}s")
-        h.sleep_watching(a.warmup, stack.children)
-        t0, r0, c0, cpu0 = snapshot(stack, rt)
-        h.log(f"N={n}: measuring for {a.minutes:g} min")
-        h.sleep_watching(a.minutes * 60, stack.children)
-        t1, r1, c1, cpu1 = snapshot(stack, rt)
-        row.minutes, row.requests = (t1 - t0) / 60, r1 - r0
-        row.purposes = {k: v - c0.get(k, 0) for k, v in c1.items()}
-        row.worker_cpu = percent(cpu0.get("worker"), cpu1.get("worker"), t1 - t0)
-        row.beat_cpu = percent(cpu0.get("beat"), cpu1.get("beat"), t1 - t0)
+        measure(stack, row, rt, a.warmup, a.minutes)
         row.redis_mib = int(rt.redis.info("memory")["used_memory"]) / 2**20
         h.log(f"N={n}: {row.per_minute:,.0f} Voltage requests/min")
         return row
@@ -221,29 +189,20 @@ def measure_size(stack: Stack, a: Any, n: int) -> Row:
 
 
 def measure_naive(stack: Stack, a: Any) -> Row:
-    """The naive 2 s loop on 1,000 seeded payments of its own wallet, measured the same way."""
-    row, began = Row(NAIVE_SIZE, adopt_how="plain requests loop"), time.monotonic()
-    ids, row.seed_how = seed(stack, NAIVE_SIZE, NAIVE_WALLET, a.expiration)
-    row.seed_s = time.monotonic() - began
-    threads = naive_threads(NAIVE_SIZE)
-    loop = NaiveLoop(stack.payments_url, API_KEY, interval=2.0, threads=threads)
-    for pid in ids:
+    """The naive 2 s loop on 1,000 seeded payments of its own wallet, measured the same way
+    (its CPU: this process's, in the worker column)."""
+    row = Row(NAIVE_SIZE, adopt_how="plain requests loop")
+    loop = NaiveLoop(stack.payments_url, API_KEY, interval=2.0, threads=naive_threads(NAIVE_SIZE))
+    for pid in seed(stack, row, NAIVE_WALLET, a.expiration):
         loop.add(pid)
     loop.start()
     try:
-        time.sleep(min(a.warmup, 10.0))
-        r0, cpu0, t0 = stack.sim("GET", "/stats")["requests"], time.process_time(), time.monotonic()
-        time.sleep(a.minutes * 60)
-        r1, cpu1, t1 = stack.sim("GET", "/stats")["requests"], time.process_time(), time.monotonic()
+        measure(stack, row, None, min(a.warmup, 10.0), a.minutes)
     finally:
         loop.stop()
         with contextlib.suppress(requests.RequestException):
             stack.sim("POST", "/reset")
-    row.minutes, row.requests, row.worker_cpu = (
-        (t1 - t0) / 60,
-        r1 - r0,
-        percent(cpu0, cpu1, t1 - t0),
-    )
+    row.cpu["worker"] = row.cpu["bench"]
     promise = "" if loop.kept_promise() else " (could NOT keep its 2 s promise)"
     row.note = f"mean interval {fmt(loop.mean_gap, 2)} s with {loop.threads} threads{promise}"
     return row
@@ -254,53 +213,50 @@ def print_report(stack: Stack, a: Any, rows: list[Row], naive: Row | None) -> No
     layout = (
         f"--concurrency {a.worker_concurrency}" if a.worker_concurrency else "one child per CPU"
     )
-    print(
-        f"watcher: production defaults; the Procfile's worker (prefork, {layout}) and beat; "
-        f"payments receiving, expiry {a.expiration}s; warm-up {a.warmup:g}s, then "
-        f"{a.minutes:g} min measured; a fresh redis-server per size\n"
-    )
+    print(f"watcher: production defaults; the Procfile's worker (prefork, {layout}) and beat; "
+          f"payments receiving, expiry {a.expiration}s; warm-up {a.warmup:g}s, then "
+          f"{a.minutes:g} min measured; a fresh redis-server per size\n")  # fmt: skip
     heads = ["N", "watcher req/min", *(f"{p}/min" for p in SHOWN_PURPOSES), "counted/min",
              "worker CPU %", "beat CPU %", "Redis MiB", "naive req/min (N x 30)"]  # fmt: skip
-    table = [[f"{r.size:,}", fmt(r.per_minute, 1),
-              *(fmt(r.purposes.get(p, 0) / max(r.minutes, 1e-9), 1) for p in SHOWN_PURPOSES),
-              fmt(sum(r.purposes.values()) / max(r.minutes, 1e-9), 1), fmt(r.worker_cpu, 1),
-              fmt(r.beat_cpu, 1), fmt(r.redis_mib, 1), f"{r.size * 30:,}"]
-             for r in rows]  # fmt: skip
+    table = []
+    for r in rows:
+        counted = [*(r.purposes.get(p, 0) for p in SHOWN_PURPOSES), sum(r.purposes.values())]
+        table.append([f"{r.size:,}", fmt(r.per_minute, 1),
+                      *(fmt(v / max(r.minutes, 1e-9), 1) for v in counted),
+                      *(fmt(v, 1) for v in (r.cpu.get("worker"), r.cpu.get("beat"), r.redis_mib)),
+                      f"{r.size * 30:,}"])  # fmt: skip
     if naive is not None:
-        blank = ["-"] * len(SHOWN_PURPOSES)
-        table.append([f"naive {naive.size:,}", fmt(naive.per_minute, 1), *blank, "-",
-                      fmt(naive.worker_cpu, 1), "-", "-", "-"])  # fmt: skip
+        blank = ["-"] * (len(SHOWN_PURPOSES) + 1)
+        table.append([f"naive {naive.size:,}", fmt(naive.per_minute, 1), *blank,
+                      fmt(naive.cpu.get("worker"), 1), "-", "-", "-"])  # fmt: skip
     h.print_table("Voltage requests per minute and CPU, steady state", heads, table)
     for r in rows:
         every = ", ".join(f"{k}={v}" for k, v in r.purposes.items() if v)
-        print(
-            f"  N={r.size:,}: seeded in {r.seed_s:.1f}s ({r.seed_how}); watched in "
-            f"{r.adopt_s:.1f}s ({r.adopt_how}, {r.size / max(r.adopt_s, 1e-9):,.0f}/s); all "
-            f"purposes over the window: {every}"
-        )
+        print(f"  N={r.size:,}: seeded in {r.seed_s:.1f}s (POST /_sim/payments/bulk); watched "
+              f"in {r.adopt_s:.1f}s ({r.adopt_how}, {r.size / max(r.adopt_s, 1e-9):,.0f}/s); "
+              f"all purposes over the window: {every}")  # fmt: skip
     if naive is not None:
         print(f"  naive {naive.size:,}: measured on its own wallet, CPU = this process's "
               f"(worker CPU column); {naive.note}")  # fmt: skip
     small, large = rows[0], rows[-1]
     if len(rows) > 1 and small.per_minute:
-        print(
-            f"  watcher req/min at N={large.size:,} is {large.per_minute / small.per_minute:.2f}x "
-            f"that at N={small.size:,} (N grew {large.size / small.size:,.0f}x; the goal is ~1x)"
-        )
+        print(f"  watcher req/min at N={large.size:,} is {large.per_minute / small.per_minute:.2f}"
+              f"x that at N={small.size:,} (N grew {large.size / small.size:,.0f}x; the goal is "
+              "~1x)")  # fmt: skip
     print()
 
 
 def headline(rows: list[Row], naive: Row | None) -> dict[str, Any]:
     values: dict[str, Any] = {"bench": "steady", "sizes": ",".join(str(r.size) for r in rows)}
     for r in rows:
-        values |= {f"n{r.size}_requests_per_min": r.per_minute,
-                   f"n{r.size}_worker_cpu_pct": r.worker_cpu, f"n{r.size}_beat_cpu_pct": r.beat_cpu,
-                   f"n{r.size}_redis_mib": r.redis_mib, f"n{r.size}_adopt_s": r.adopt_s,
-                   f"n{r.size}_naive_requests_per_min": r.size * 30}  # fmt: skip
+        values |= {f"n{r.size}_{k}": v for k, v in (
+            ("requests_per_min", r.per_minute), ("worker_cpu_pct", r.cpu.get("worker")),
+            ("beat_cpu_pct", r.cpu.get("beat")), ("redis_mib", r.redis_mib),
+            ("adopt_s", r.adopt_s), ("naive_requests_per_min", r.size * 30))}  # fmt: skip
     if naive is not None:
         values |= {"naive_measured_size": naive.size,
                    "naive_measured_requests_per_min": naive.per_minute,
-                   "naive_measured_cpu_pct": naive.worker_cpu}  # fmt: skip
+                   "naive_measured_cpu_pct": naive.cpu.get("worker")}  # fmt: skip
     return values
 
 

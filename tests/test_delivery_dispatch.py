@@ -37,6 +37,10 @@ def backlog(world: World, wallet: str, url: str, n: int) -> str:
     return sub.id
 
 
+def claim_first(world: World) -> list[str]:
+    return world.deliveries.claim_due(world.deliveries.keys.deliver_schedule, time.time(), 30, 10)
+
+
 def due_now(world: World, delivery_ids: list[str]) -> bool:
     keys, now = world.deliveries.keys, time.time()
     scores = [world.deliveries.redis.zscore(keys.deliver_schedule, d) for d in delivery_ids]
@@ -101,7 +105,7 @@ def test_a_thread_with_a_clean_chunk_drains_the_backlog_itself(
 
         engine = DeliveryEngine(4, run, refill=DueChunks(world.deliveries, limits, time.time))
         try:
-            first = world.deliveries.claim_due_first_attempts(time.time(), 30, 10)
+            first = claim_first(world)
             assert engine.offer(sub_id, first).admitted
             wait_until(lambda: len(receiver.received) == 60, message="the backlog to drain")
             wait_until(lambda: not engine.running(), message="the thread to end")
@@ -109,7 +113,7 @@ def test_a_thread_with_a_clean_chunk_drains_the_backlog_itself(
             engine.shutdown()
     assert runs == [10] * 6, "one offer, then the thread took every next chunk itself"
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 60
-    assert world.deliveries.claim_due_first_attempts(time.time(), 30, 10) == []
+    assert claim_first(world) == []
 
 
 def test_a_thread_whose_subscriber_fails_takes_no_more(redis_client: redis.Redis) -> None:
@@ -124,7 +128,7 @@ def test_a_thread_whose_subscriber_fails_takes_no_more(redis_client: redis.Redis
 
         engine = DeliveryEngine(4, run, refill=DueChunks(world.deliveries, limits, time.time))
         try:
-            first = world.deliveries.claim_due_first_attempts(time.time(), 30, 10)
+            first = claim_first(world)
             assert engine.offer(sub_id, first).admitted
             wait_until(lambda: not engine.running(), message="the failed chunk to end")
         finally:

@@ -15,7 +15,12 @@ from redis.connection import AbstractConnection
 from tests.test_engine_store import NOW
 from tests.test_engine_store import POLICY as ENGINE_POLICY
 from watcher.celery import celery_config
-from watcher.delivery.attempts import AttemptOutcome, DeliveryPolicy, attempt_delivery
+from watcher.delivery.attempts import (
+    AttemptOutcome,
+    DeliveryPolicy,
+    attempt_chunk,
+    attempt_delivery,
+)
 from watcher.delivery.guarded_http import guarded_session
 from watcher.delivery.store import DeliveryStore
 from watcher.delivery.subscriptions import SubscriptionStore
@@ -143,6 +148,65 @@ def test_a_delivery_attempt_is_two_round_trips(
     assert redis_client.zcard(keys.subscription_inflight(sub.id)) == 0  # the slot is back
     assert redis_client.hget(keys.subscription(sub.id), "failing_since") is None
     assert redis_client.zscore(keys.deliver_schedule, delivery_id) is None
+
+
+def test_a_clean_chunk_costs_one_round_trip_per_delivery_and_one_more(
+    redis_client: redis.Redis, round_trips: list[int]
+) -> None:
+    """The write after each success begins the chunk's next delivery in the same script."""
+    keys = Keys(f"h{uuid.uuid4().hex[:8]}")
+    subs = SubscriptionStore(redis_client, keys, allow_private=True)
+    deliveries = DeliveryStore(redis_client, keys, subs)
+    payments = PaymentStore(redis_client, keys)
+    for _ in range(6):
+        raw = {"id": str(uuid.uuid4()), "status": "completed"}
+        payments.adopt(Payment.from_api(raw), source="watched", now=time.time(), first_poll_at=0)
+    policy = DeliveryPolicy((1.0,), 1.0, 2.0, 1, 60.0, 3600.0, 30.0)  # one slot: handed on
+    session = guarded_session(allow_private=True)
+    with Receiver() as receiver:
+        sub, _secret = subs.create(url=receiver.url())
+        deliveries.fan_out_new("c", time.time())
+        warm_up, *chunk = deliveries.list_ids(newest_first=False)
+        attempt_delivery(deliveries, session, policy, warm_up, time.time())
+        before = round_trips[0]
+        outcomes = attempt_chunk(deliveries, session, policy, chunk, time.time)
+        assert round_trips[0] - before == len(chunk) + 1
+        assert [r.headers["webhook-id"] for r in receiver.received[1:]] == [
+            d.event_id for d in deliveries.get_many(chunk) if d is not None
+        ], "in order, each once"
+    assert outcomes == [AttemptOutcome.SUCCEEDED] * len(chunk)
+    assert payments.counters()["deliveries:succeeded"] == 6
+    assert redis_client.zcard(keys.subscription_inflight(sub.id)) == 0
+    assert all(redis_client.zscore(keys.deliver_schedule, d) is None for d in chunk)
+
+
+def test_a_chunk_that_fails_midway_begins_nothing_more(redis_client: redis.Redis) -> None:
+    keys = Keys(f"h{uuid.uuid4().hex[:8]}")
+    subs = SubscriptionStore(redis_client, keys, allow_private=True)
+    deliveries = DeliveryStore(redis_client, keys, subs)
+    payments = PaymentStore(redis_client, keys)
+    for _ in range(4):
+        raw = {"id": str(uuid.uuid4()), "status": "completed"}
+        payments.adopt(Payment.from_api(raw), source="watched", now=time.time(), first_poll_at=0)
+    policy = DeliveryPolicy((60.0, 60.0), 1.0, 2.0, 2, 60.0, 3600.0, 30.0)
+    session = guarded_session(allow_private=True)
+    with Receiver() as receiver:
+        sub, _secret = subs.create(url=receiver.url())
+        deliveries.fan_out_new("c", time.time())
+        chunk = deliveries.list_ids(newest_first=False)
+        receiver.answer(200)
+        receiver.answer(503)  # the second answer fails
+        outcomes = attempt_chunk(deliveries, session, policy, chunk, time.time)
+        assert len(receiver.received) == 2
+    assert outcomes == [AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED]
+    assert redis_client.zcard(keys.subscription_inflight(sub.id)) == 0, "no slot left held"
+    rest = [deliveries.get(d) for d in chunk[2:]]
+    assert [d.status if d else None for d in rest] == ["pending", "pending"]
+    assert all(
+        (score := redis_client.zscore(keys.deliver_schedule, d)) is not None
+        and score <= time.time()
+        for d in chunk[2:]
+    ), "the rest are due again, not claimed"
 
 
 @pytest.mark.parametrize(("auth", "events"), [(None, False), ("ops:flower-password-1", True)])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from watcher.lua import Scripts, scripts_for, source
+from watcher.lua import USES, Scripts, scripts_for, source
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_DIR = ROOT / "watcher" / "lua"
@@ -30,8 +30,16 @@ def test_no_python_module_holds_lua() -> None:
 
 def test_every_lua_file_is_a_registered_script_and_back() -> None:
     files = {path.stem for path in LUA_DIR.glob("*.lua")}
-    assert files == {f.name for f in dataclasses.fields(Scripts)}
+    libraries = {name for name in files if name.endswith("_lib")}
+    assert files - libraries == {f.name for f in dataclasses.fields(Scripts)}
     assert all("redis.call(" in source(name) for name in files)
+    used = {
+        line.removeprefix(USES).strip()
+        for name in files - libraries
+        if (line := (LUA_DIR / f"{name}.lua").read_text().partition("\n")[0]).startswith(USES)
+    }
+    assert used == libraries, "a library no script uses, or a script using a missing one"
+    assert source("begin_attempt").startswith(source("begin_attempt_lib"))
 
 
 def test_scripts_are_registered_once_per_client_and_load_in_redis(

@@ -3,7 +3,8 @@
 The read (`begin_attempt.lua`) brings the delivery, its subscription and its event and takes
 an in-flight slot; the write (`finish_attempt.lua`) logs the attempt, moves the delivery on,
 counts it, gives the slot back and notes the subscriber's health. They were seven round trips
-and about 17 commands (docs/performance.md).
+and about 17 commands (docs/performance.md). In a chunk that goes well, the write after one
+attempt also begins the next (`Then`): about one round trip per delivery.
 """
 
 from __future__ import annotations
@@ -39,6 +40,25 @@ class Begun:
     event: OutboxEvent | None = None  # None: no longer stored
 
 
+@dataclass(frozen=True)
+class SlotTerms:
+    """How an attempt holds a slot: for `lease` seconds, at most `cap` at once per subscriber;
+    with none free, the delivery is due again `postpone` seconds later."""
+
+    lease: float
+    cap: int
+    postpone: float
+
+
+@dataclass(frozen=True)
+class Then:
+    """A chunk's next delivery, begun by the write that finishes the one before it."""
+
+    delivery_id: str
+    now: float
+    slot: SlotTerms
+
+
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -55,9 +75,7 @@ class AttemptStore:
         if keys.subscription("\0") != f"{self._sub_head}\0":
             raise ValueError("the in-flight key must extend the subscription's key")
 
-    def begin(
-        self, delivery_id: str, now: float, *, lease: float, cap: int, postpone_until: float
-    ) -> Begun:
+    def begin(self, delivery_id: str, now: float, slot: SlotTerms) -> Begun:
         keys = self.keys
         answer: list[Any] = self._begin(
             keys=[
@@ -66,28 +84,20 @@ class AttemptStore:
                 keys.retry_schedule,
                 keys.outbox,
             ],
-            args=[
-                delivery_id,
-                repr(now),
-                repr(now + lease),
-                cap,
-                repr(postpone_until),
-                self._sub_head,
-                self._inflight_tail,
-            ],
+            args=self._begin_args(delivery_id, now, slot),
         )
-        outcome = Begin(answer[0])
-        if len(answer) == 1:
-            return Begun(outcome)
-        delivery = Delivery.from_hash(_pairs(answer[1]))
-        sub_fields = _pairs(answer[2])
-        event_fields = _pairs(answer[3])
-        return Begun(
-            outcome,
-            delivery,
-            Subscription.from_hash(sub_fields) if sub_fields else None,
-            OutboxEvent.from_entry(delivery.outbox_entry, event_fields) if event_fields else None,
-        )
+        return _begun(answer)
+
+    def _begin_args(self, delivery_id: str, now: float, slot: SlotTerms) -> list[Any]:
+        return [
+            delivery_id,
+            repr(now),
+            repr(now + slot.lease),
+            slot.cap,
+            repr(now + slot.postpone),
+            self._sub_head,
+            self._inflight_tail,
+        ]
 
     def finish(
         self,
@@ -98,41 +108,70 @@ class AttemptStore:
         now: float,
         next_attempt_at: float | None,
         health: Health = "",
-    ) -> float:
+        then: Then | None = None,
+    ) -> tuple[float, Begun | None]:
         """Returns since when the subscriber has been failing (now, unless a failure
-        continues an earlier streak)."""
-        updates: dict[str, str] = {
-            "status": status,
-            "attempts": str(delivery.attempts + 1),
-            "updated_at": repr(now),
-            "last_status_code": str(attempt.get("status_code") or ""),
-            "last_error": attempt.get("error") or "",
-            "next_attempt_at": repr(next_attempt_at) if next_attempt_at is not None else "",
-        }
-        if status == SUCCEEDED:
-            updates["succeeded_at"] = repr(now)
-        args: list[str] = [
+        continues an earlier streak), and the begin of `then`, the chunk's next delivery."""
+        updates = _updates(delivery, attempt, status, now, next_attempt_at)
+        args: list[Any] = [
             delivery.id,
             json.dumps(attempt),
             status,
             repr(next_attempt_at) if next_attempt_at is not None else "",
             health,
             repr(now),
+            2 * len(updates),
+            *(item for pair in updates.items() for item in pair),
         ]
-        for key, value in updates.items():
-            args.extend((key, value))
         keys = self.keys
         sub_id = delivery.subscription_id
-        since = self._finish(
-            keys=[
-                keys.delivery(delivery.id),
-                keys.delivery_attempts(delivery.id),
-                keys.deliver_schedule,
-                keys.retry_schedule,
-                keys.counters,
-                keys.subscription_inflight(sub_id),
-                keys.subscription(sub_id),
-            ],
-            args=args,
-        )
-        return float(since) if since else now
+        script_keys = [
+            keys.delivery(delivery.id),
+            keys.delivery_attempts(delivery.id),
+            keys.deliver_schedule,
+            keys.retry_schedule,
+            keys.counters,
+            keys.subscription_inflight(sub_id),
+            keys.subscription(sub_id),
+        ]
+        if then is not None:
+            script_keys += [keys.delivery(then.delivery_id), keys.outbox]
+            args += self._begin_args(then.delivery_id, then.now, then.slot)
+        answer: list[Any] = self._finish(keys=script_keys, args=args)
+        since = float(answer[0]) if answer[0] else now
+        return since, _begun(answer[1]) if len(answer) > 1 else None
+
+
+def _begun(answer: list[Any]) -> Begun:
+    outcome = Begin(answer[0])
+    if len(answer) == 1:
+        return Begun(outcome)
+    delivery = Delivery.from_hash(_pairs(answer[1]))
+    sub_fields = _pairs(answer[2])
+    event_fields = _pairs(answer[3])
+    return Begun(
+        outcome,
+        delivery,
+        Subscription.from_hash(sub_fields) if sub_fields else None,
+        OutboxEvent.from_entry(delivery.outbox_entry, event_fields) if event_fields else None,
+    )
+
+
+def _updates(
+    delivery: Delivery,
+    attempt: dict[str, Any],
+    status: str,
+    now: float,
+    next_attempt_at: float | None,
+) -> dict[str, str]:
+    updates: dict[str, str] = {
+        "status": status,
+        "attempts": str(delivery.attempts + 1),
+        "updated_at": repr(now),
+        "last_status_code": str(attempt.get("status_code") or ""),
+        "last_error": attempt.get("error") or "",
+        "next_attempt_at": repr(next_attempt_at) if next_attempt_at is not None else "",
+    }
+    if status == SUCCEEDED:
+        updates["succeeded_at"] = repr(now)
+    return updates

@@ -9,7 +9,7 @@ from enum import StrEnum
 import requests
 
 from watcher import __version__
-from watcher.delivery.attempt_store import Begin, Health
+from watcher.delivery.attempt_store import Begin, Begun, Health, SlotTerms, Then
 from watcher.delivery.sender import AttemptResult, post_webhook
 from watcher.delivery.signing import webhook_headers
 from watcher.delivery.store import Delivery, DeliveryStatus, DeliveryStore, OutboxEvent
@@ -49,6 +49,10 @@ class DeliveryPolicy:
     disable_after: float
     lease: float
     jitter: float = 0.1
+
+    @property
+    def slot(self) -> SlotTerms:
+        return SlotTerms(lease=self.lease, cap=self.max_in_flight, postpone=SLOT_WAIT)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryPolicy:
@@ -106,24 +110,29 @@ def attempt_chunk(
     delivery_ids: list[str],
     clock: Callable[[], float],
 ) -> list[AttemptOutcome]:
-    """Attempt one subscriber's deliveries in order. When the subscriber fails (or has no
-    free slot), the rest go straight back to their schedules instead of queueing behind a
-    slow endpoint; each then comes due again on its own."""
+    """Attempt one subscriber's deliveries in order, the write after each success beginning
+    the next. When the subscriber fails (or has no free slot), the rest go straight back to
+    their schedules instead of queueing behind a slow endpoint; each then comes due again on
+    its own."""
     outcomes: list[AttemptOutcome] = []
-    started = clock()
-    longest_attempt = policy.connect_timeout + policy.timeout
+    deadline = clock() + policy.lease - (policy.connect_timeout + policy.timeout)
+    begun: tuple[Begun, float] | None = None
     for index, delivery_id in enumerate(delivery_ids):
-        if clock() - started + longest_attempt >= policy.lease:
+        if begun is None and clock() >= deadline:
             # The claim would run out mid-attempt and the delivery would be sent twice.
             deliveries.release_claims(delivery_ids[index:], clock())
             break
+        rest = delivery_ids[index + 1 :]
+        then_id = rest[0] if rest and clock() < deadline else None
         bind(delivery_id=delivery_id)
         try:
-            outcome = attempt_delivery(deliveries, session, policy, delivery_id, clock())
+            if begun is None:
+                now = clock()
+                begun = deliveries.attempts.begin(delivery_id, now, policy.slot), now
+            outcome, begun = attempt_begun(deliveries, session, policy, *begun, then_id, clock)
         finally:
             unbind("delivery_id")
         outcomes.append(outcome)
-        rest = delivery_ids[index + 1 :]
         if outcome in _STOP_CHUNK and rest:
             delay = SLOT_WAIT if outcome == AttemptOutcome.POSTPONED else 0.0
             deliveries.release_claims(rest, clock() + delay)
@@ -146,16 +155,24 @@ def attempt_delivery(
 ) -> AttemptOutcome:
     """One attempt in two Redis round trips: the read that takes a slot, the POST, the write
     that records it and gives the slot back."""
-    begun = deliveries.attempts.begin(
-        delivery_id,
-        now,
-        lease=policy.lease,
-        cap=policy.max_in_flight,
-        postpone_until=now + SLOT_WAIT,
-    )
+    begun = deliveries.attempts.begin(delivery_id, now, policy.slot)
+    return attempt_begun(deliveries, session, policy, begun, now, None, lambda: now)[0]
+
+
+def attempt_begun(
+    deliveries: DeliveryStore,
+    session: requests.Session,
+    policy: DeliveryPolicy,
+    begun: Begun,
+    now: float,
+    then_id: str | None,
+    clock: Callable[[], float],
+) -> tuple[AttemptOutcome, tuple[Begun, float] | None]:
+    """The attempt of a begun delivery; after a success, `then_id` is begun by the same
+    write, and comes back with the time it was begun at."""
     delivery, sub, event = begun.delivery, begun.subscription, begun.event
     if begun.outcome in (Begin.SKIPPED, Begin.POSTPONED) or delivery is None:
-        return AttemptOutcome(begun.outcome.value)
+        return AttemptOutcome(begun.outcome.value), None
     if begun.outcome is Begin.DROP or sub is None or event is None:
         if sub is None:
             reason = "subscription deleted"
@@ -164,23 +181,24 @@ def attempt_delivery(
         else:
             reason = "event no longer stored"
         deliveries.finish_without_attempt(delivery, reason=reason, now=now)
-        return DROPPED
+        return DROPPED, None
     try:
-        return _attempt(deliveries, session, policy, delivery, sub, event, now)
+        result = _post(session, policy, sub, event, now)
     except BaseException:
         deliveries.release_slot(sub.id, delivery.id)  # the write that gives it back never ran
         raise
+    then = Then(then_id, clock(), policy.slot) if then_id and result.succeeded else None
+    outcome, next_begun = _record(deliveries, policy, delivery, sub, result, now, then)
+    return outcome, (next_begun, then.now) if then is not None and next_begun else None
 
 
-def _attempt(
-    deliveries: DeliveryStore,
+def _post(
     session: requests.Session,
     policy: DeliveryPolicy,
-    delivery: Delivery,
     sub: Subscription,
     event: OutboxEvent,
     now: float,
-) -> AttemptOutcome:
+) -> AttemptResult:
     body = event.body.encode()
     headers = webhook_headers(
         msg_id=event.event_id,
@@ -189,7 +207,7 @@ def _attempt(
         secrets=sub.active_secrets(now),
         user_agent=USER_AGENT,
     )
-    result = post_webhook(
+    return post_webhook(
         session,
         sub.url,
         body,
@@ -197,24 +215,39 @@ def _attempt(
         connect_timeout=policy.connect_timeout,
         timeout=policy.timeout,
     )
+
+
+def _record(
+    deliveries: DeliveryStore,
+    policy: DeliveryPolicy,
+    delivery: Delivery,
+    sub: Subscription,
+    result: AttemptResult,
+    now: float,
+    then: Then | None,
+) -> tuple[AttemptOutcome, Begun | None]:
+    """Write what the answer means, and say it in the log."""
     attempt = _attempt_entry(delivery, result, now)
 
     def record(status: DeliveryStatus, next_at: float | None, health: Health) -> float:
         return deliveries.attempts.finish(
             delivery, attempt, status=status, now=now, next_attempt_at=next_at, health=health
-        )
+        )[0]
 
     if result.succeeded:
-        record(DeliveryStatus.SUCCEEDED, None, "success")
+        _, next_begun = deliveries.attempts.finish(
+            delivery, attempt, status=DeliveryStatus.SUCCEEDED, now=now, next_attempt_at=None,
+            health="success", then=then,
+        )  # fmt: skip
         log.info("webhook delivered", **_log_fields(delivery, result))
-        return AttemptOutcome.SUCCEEDED
+        return AttemptOutcome.SUCCEEDED, next_begun
     if result.status_code == 410:
         record(DeliveryStatus.DEAD, None, "")
         deliveries.subscriptions.disable(sub.id, "the endpoint answered 410 Gone", now=now)
         log.warning(
             "subscriber said 410 Gone; subscription disabled", **_log_fields(delivery, result)
         )
-        return AttemptOutcome.DEAD
+        return AttemptOutcome.DEAD, None
     made = delivery.attempts + 1 - delivery.attempts_before_resend
     next_at = policy.next_attempt_at(made, now, result.retry_after)
     status = DeliveryStatus.FAILED if next_at is not None else DeliveryStatus.DEAD
@@ -227,7 +260,7 @@ def _attempt(
     )
     if now - failing_since >= policy.disable_after:
         _disable_failing(deliveries, sub, failing_since, attempt, now)
-    return AttemptOutcome(status.value)
+    return AttemptOutcome(status.value), None
 
 
 def _disable_failing(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -42,6 +43,17 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class ClaimRoom:
+    """How much one claim takes: `want` deliveries, looking at most `scan` due members of a
+    schedule, in chunks of `chunk_size`, each chunk one of a subscriber's `cap` slots."""
+
+    want: int
+    scan: int
+    chunk_size: int
+    cap: int
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
@@ -65,6 +77,12 @@ class DeliveryStore:
         self._create = scripts.create_delivery
         self._claim = scripts.claim_due
         self._acquire = scripts.acquire_slot
+        self._claim_with_room = scripts.claim_with_room
+        # Keys around an id, as keys.py makes them (the claim learns ids as it goes).
+        self._claim_heads = (
+            keys.delivery(""),
+            *keys.subscription_inflight("\0").split("\0"),
+        )
 
     # --- events ---------------------------------------------------------------------------
     def ensure_group(self) -> None:
@@ -357,18 +375,18 @@ class DeliveryStore:
                     chosen.append(delivery_id)
         return chosen
 
-    def claim_due_first_attempts(self, now: float, lease: float, limit: int) -> list[str]:
-        """Due first attempts (and re-sends) only: what a delivery thread takes next."""
-        return self.claim_due(self.keys.deliver_schedule, now, lease, limit)
-
-    def claim_due_attempts(
-        self, now: float, lease: float, limit: int
-    ) -> tuple[list[str], list[str]]:
-        """Due first attempts (and re-sends), then due retries, each claimed up to `limit`."""
-        return (
-            self.claim_due_first_attempts(now, lease, limit),
-            self.claim_due(self.keys.retry_schedule, now, lease, limit),
-        )
+    def claim_with_room(
+        self, now: float, lease: float, room: ClaimRoom, *, retries: bool = True
+    ) -> list[tuple[bool, str, str]]:
+        """Due first attempts (then retries) of subscribers with room, claimed in chunks
+        (claim_with_room.lua): (is it a retry, subscription id, delivery id), in claim order."""
+        schedules = [self.keys.deliver_schedule, *([self.keys.retry_schedule] if retries else [])]
+        flat = self._claim_with_room(
+            keys=schedules,
+            args=[repr(now), repr(now + lease), room.want, room.scan, room.chunk_size,
+                  room.cap, *self._claim_heads],
+        )  # fmt: skip
+        return [(flat[i] == 2, flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 
     # --- off the hot path ------------------------------------------------------------------------
     @property

@@ -14,16 +14,22 @@ from importlib.resources import files
 import redis
 from redis.commands.core import Script
 
+USES = "-- uses: "
+
 
 @cache
 def source(name: str) -> str:
-    """The text of `<name>.lua`, read once per process."""
-    return files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    """The text of `<name>.lua`, read once per process; a first line `-- uses: LIB` puts
+    LIB.lua (Lua functions two scripts share) in front of it."""
+    text = files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    first = text.partition("\n")[0]
+    return f"{source(first.removeprefix(USES).strip())}\n{text}" if first.startswith(USES) else text
 
 
 @dataclass(frozen=True)
 class Scripts:
     claim_due: Script
+    claim_with_room: Script
     adopt: Script
     transition: Script
     reschedule: Script

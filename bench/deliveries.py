@@ -109,7 +109,7 @@ class Bench:
 
     def counter(self, name: str) -> int:
         self.stack.own["hget"] += 1
-        value = self.rt.redis.hget(self.rt.store.keys.counters, name)
+        value = self.rt.redis.hget(self.rt.payments.keys.counters, name)
         return int(cast(str, value)) if value else 0
 
     def receiver_stats(self) -> dict[str, Any]:
@@ -158,14 +158,14 @@ def fake_payment(wallet: str, index: int, at: str) -> dict[str, Any]:
 def prepare_batch(b: Bench, label: str, n: int) -> Batch:
     """A subscription of its own (path and wallet filter), N outbox events, all fanned out."""
     rt, path, wallet = b.rt, f"/hook/{label}", f"wallet-bench-{label}"
-    outbox = rt.store.keys.outbox
+    outbox = rt.payments.keys.outbox
     sub, secret = rt.subscriptions.create(url=f"{b.receiver_root}{path}", wallet_id=wallet,
                                           description=f"bench {label}")  # fmt: skip
     newest = cast(list[tuple[str, Any]], rt.redis.xrevrange(outbox, count=1))
     cursor, now = f"({newest[0][0] if newest else '0-0'}", time.time()
     at = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
     for index in range(n):
-        rt.store.adopt(Payment.from_api(fake_payment(wallet, index, at)), source="watched",
+        rt.payments.adopt(Payment.from_api(fake_payment(wallet, index, at)), source="watched",
                        now=now, first_poll_at=0)  # fmt: skip
     entries: Any = rt.redis.xrange(outbox, min=cursor, max="+")
     events = [(f["event_id"], f["body"].encode()) for _, f in entries]
@@ -251,14 +251,14 @@ def wait_for_deliveries(b: Bench, n: int, base: int, *, dispatch: bool) -> tuple
 
 
 def run_watcher(b: Bench, batch: Batch, cap: int) -> Run:
-    a, counters0 = b.a, b.rt.store.counters()
+    a, counters0 = b.a, b.rt.payments.counters()
     base, before, began = counters0.get(SUCCEEDED, 0), b.usage(), time.time()
     if a.dispatch == "beat":
         values = {**b.values, "WATCHER_WEBHOOK_MAX_IN_FLIGHT": str(cap)}
         b.stack.beat("beat", values, "--loglevel", "WARNING", conf=a.celery_conf, wait=False)
     n = len(batch.events)
     done_at, sent = wait_for_deliveries(b, n, base, dispatch=a.dispatch == "bench")
-    after, counters = b.usage(), b.rt.store.counters()
+    after, counters = b.usage(), b.rt.payments.counters()
     received = b.receiver_stats().get(batch.path, {})
     first = float(received.get("first") or began)
     info = {
@@ -372,7 +372,7 @@ def run_trace(b: Bench, k: int) -> Trace:
     if done_at is None:
         raise RuntimeError(f"trace: {k} deliveries did not finish before the deadline")
     trace = Trace(k, seconds, sent)
-    parse_monitor(trace, log_path.read_text(errors="replace"), owners, b.rt.store.keys.counters)
+    parse_monitor(trace, log_path.read_text(errors="replace"), owners, b.rt.payments.keys.counters)
     return trace
 
 

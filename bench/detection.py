@@ -250,7 +250,7 @@ class WatcherSide(Side):
         self.create_requests = self.rt.voltage.request_count - self._requests_before
 
     def refresh(self) -> None:
-        ids, store = set(self.ids.values()), self.rt.store
+        ids, store = set(self.ids.values()), self.rt.payments
         while entries := store.redis.xrange(
             store.keys.outbox, min="-" if self._last_entry == "-" else f"({self._last_entry}",
             count=500,
@@ -516,7 +516,9 @@ def finish_phase(sides: list[Side], stack: Stack, a: Any, info: dict[str, Any]) 
         if isinstance(side, NaiveSide):
             side.close()
     info["stats"] = stack.sim("GET", "/stats")
-    info["counters"] = {s.name: s.rt.store.counters() for s in sides if isinstance(s, WatcherSide)}
+    info["counters"] = {
+        s.name: s.rt.payments.counters() for s in sides if isinstance(s, WatcherSide)
+    }
     for side in sides if a.mix else ():  # the expiry instant of every payment left to expire
         for pid in side.checked():
             if side.want(pid) != "expired" or pid in side.acted_at:

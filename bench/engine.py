@@ -240,7 +240,7 @@ def watcher_run(stack: h.Stack, rt: Runtime, a: Any, ids: Sequence[str],
     """Tick from this process until the worker has polled every payment once."""
     from watcher.tasks import dispatch_polls
 
-    store, n, ticks = rt.store, len(ids), []
+    store, n, ticks = rt.payments, len(ids), []
 
     def count(low: float | str, high: float | str) -> int:
         stack.own["zcount"] += 1
@@ -358,7 +358,7 @@ def run_memory(stack: h.Stack, values: dict[str, str], a: Any, templates: Sequen
     """On a redis-server of its own: used_memory before and after N pending payments."""
     n, server = a.memory_payments, stack.new_redis("redis-memory")
     rt = stack.runtime({**values, "WATCHER_REDIS_URL": server.url})
-    store, r, k = rt.store, rt.redis, rt.store.keys
+    store, r, k = rt.payments, rt.redis, rt.payments.keys
 
     def size(key: str) -> int:
         return int(cast(int, r.memory_usage(key, samples=0)) or 0)
@@ -428,7 +428,7 @@ class TickBench:
                  tally: Tally) -> None:  # fmt: skip
         # a fresh database of the same server: the broker stays in database 0
         rt = stack.runtime({**values, "WATCHER_REDIS_URL": h.db_url(stack.redis.url, 1)})
-        self.stack, self.rt, self.store, self.broker, self.a = stack, rt, rt.store, broker, a
+        self.stack, self.rt, self.store, self.broker, self.a = stack, rt, rt.payments, broker, a
         self.rng, self.tally, self.demand = random.Random(a.seed), tally, 0.0
         self.watched_at: dict[str, float] = {}
         self.rows: dict[str, list[Tick]] = {row: [] for row in TICK_ROWS}
@@ -476,7 +476,7 @@ class TickBench:
     def polled(self, ids: Sequence[str]) -> None:
         """Stand in for the workers: each claimed payment gets the next poll PollPolicy gives."""
         now = time.time()
-        self.rescore(ids, [self.rt.policy.next_poll(self.record(pid), now) for pid in ids])
+        self.rescore(ids, [self.rt.poll_policy.next_poll(self.record(pid), now) for pid in ids])
 
     def fill(self, templates: Sequence[Template]) -> str:
         """Ages uniform over --max-age, next polls uniform within PollPolicy's interval."""
@@ -488,7 +488,7 @@ class TickBench:
         fill_pending(self.store, templates, lambda i: (now - ages[i], now + 864e3), ids)
         filled = time.perf_counter() - began
         self.watched_at = {pid: now - age for pid, age in zip(ids, ages, strict=True)}
-        intervals = [self.rt.policy.interval(self.record(pid), now) for pid in ids]
+        intervals = [self.rt.poll_policy.interval(self.record(pid), now) for pid in ids]
         residuals = [self.rng.uniform(0.0, i) for i in intervals]
         began, base = time.perf_counter(), time.time()
         self.rescore(ids, [base + x for x in residuals])
@@ -631,7 +631,7 @@ def body(stack: h.Stack, a: Any) -> int:
         raise RuntimeError("no payment could be created on the simulator")
     scratch = stack.runtime({**values, "WATCHER_REDIS_URL": h.db_url(stack.redis.url, 2)})
     try:
-        tally.problems[:0] = self_check(scratch.store, templates)
+        tally.problems[:0] = self_check(scratch.payments, templates)
     finally:
         scratch.redis.flushdb()
     if "memory" in a.parts:

@@ -233,7 +233,7 @@ class Stack:
         child = self.spawn(name, command, values)
         if not wait:
             return child
-        store = (rt or self.runtimes[-1]).store
+        store = (rt or self.runtimes[-1]).payments
 
         def ready() -> bool:
             with contextlib.suppress(Exception):

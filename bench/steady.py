@@ -108,11 +108,11 @@ def _adopt_chunk(values: dict[str, str], spread: float | None, raws: list[dict[s
     for raw in raws:
         now, payment = time.time(), Payment.from_api(raw)
         first = now + (random.uniform(0.0, spread) if spread is not None else 60.0)
-        if rt.store.adopt(payment, source="watched", now=now, first_poll_at=first):
+        if rt.payments.adopt(payment, source="watched", now=now, first_poll_at=first):
             adopted += 1
-            record = rt.store.get(payment.id) if spread is None else None
+            record = rt.payments.get(payment.id) if spread is None else None
             if record is not None:
-                rt.store.reschedule(payment.id, rt.policy.next_poll(record, now))
+                rt.payments.reschedule(payment.id, rt.poll_policy.next_poll(record, now))
     rt.redis.close()
     return adopted
 
@@ -138,7 +138,7 @@ def adopt_from_list(stack: Stack, values: dict[str, str], spread: float | None, 
 def snapshot(stack: Stack, rt: Any) -> tuple[float, int, dict[str, int], dict[str, Any]]:
     cpu = {c.name: h.group_cpu(h.pid_of(c)) for c in stack.children if c.name in ("worker", "beat")}
     cpu["bench"] = time.process_time()
-    counters = h.by_purpose(rt.store.counters()) if rt is not None else {}
+    counters = h.by_purpose(rt.payments.counters()) if rt is not None else {}
     return time.monotonic(), int(stack.sim("GET", "/stats")["requests"]), counters, cpu
 
 

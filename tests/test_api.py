@@ -186,7 +186,7 @@ def test_every_v1_route_needs_a_valid_bearer_token(api: ApiClient, stack: Stack)
     error_of(api.post("/v1/payments", token=False, data=b"{not json"), 401)
     ok(api.get("/v1/payments"))
     ok(api.get("/v1/payments", token=OTHER_TOKEN))
-    assert stack.runtime.store.watched_ids() == []
+    assert stack.runtime.payments.watched_ids() == []
 
 
 def test_without_configured_tokens_v1_says_so_and_health_still_answers(
@@ -268,15 +268,15 @@ def test_unknown_routes_methods_and_bodies_get_the_envelope(api: ApiClient) -> N
 def test_health_readiness_and_metrics(api: ApiClient, stack: Stack) -> None:
     assert ok(api.get("/healthz", token=False)) == {"status": "ok"}
     assert ok(api.get("/readyz", token=False)) == {"status": "ready", "redis": "ok"}
-    stack.runtime.store.count("polls", 7)
-    stack.runtime.store.count("transitions:completed", 2)
-    stack.runtime.store.count("voltage_errors:transient", 3)
-    stack.runtime.store.count("deliveries:dead", 1)
-    stack.runtime.store.count("voltage_requests:confirm", 4)
-    stack.runtime.redis.zadd(stack.runtime.store.keys.poll_schedule, {"p-old": time.time() - 30})
-    stack.runtime.redis.zadd(stack.runtime.store.keys.retry_schedule, {"d-1": time.time() + 60})
-    stack.runtime.store.observe_latency("poll", 0.003)
-    stack.runtime.store.observe_latency("poll", 0.2)
+    stack.runtime.payments.count("polls", 7)
+    stack.runtime.payments.count("transitions:completed", 2)
+    stack.runtime.payments.count("voltage_errors:transient", 3)
+    stack.runtime.payments.count("deliveries:dead", 1)
+    stack.runtime.payments.count("voltage_requests:confirm", 4)
+    stack.runtime.redis.zadd(stack.runtime.payments.keys.poll_schedule, {"p-old": time.time() - 30})
+    stack.runtime.redis.zadd(stack.runtime.payments.keys.retry_schedule, {"d-1": time.time() + 60})
+    stack.runtime.payments.observe_latency("poll", 0.003)
+    stack.runtime.payments.observe_latency("poll", 0.2)
     response = api.get("/metrics", token=False)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -497,7 +497,7 @@ def test_slow_invoice_answers_202_and_the_watch_goes_on(
             ok(api.post("/v1/payments", {"amount_msats": 7_000, "client_id": "slow-1"}), 202)["id"]
             == pending["id"]
         )
-        assert stack.runtime.store.next_poll_at(pending["id"]) is not None
+        assert stack.runtime.payments.next_poll_at(pending["id"]) is not None
 
 
 def test_voltage_failures_map_to_clean_answers(api: ApiClient, clean_faults: SimControl) -> None:

@@ -67,7 +67,7 @@ def real(api: ApiClient, stack: Stack) -> Real:
         next_attempt_at=time.time() + 3600,
     )
     assert rt.deliveries.acquire_slot(sub["id"], delivery.id, now=time.time(), lease=600, cap=8)
-    keys = rt.store.keys
+    keys = rt.payments.keys
     kinds = {
         keys.transitions(payment["id"]): "list",
         keys.subscription_deliveries(sub["id"]): "zset",
@@ -83,7 +83,7 @@ def snapshot(stack: Stack) -> dict[bytes, bytes | None]:
     """Every watcher key (not the broker's) with its serialized value."""
     raw = redis.Redis.from_url(stack.settings.watcher_redis_url)
     try:
-        pattern = "{" + stack.runtime.store.keys.prefix + "}*"
+        pattern = "{" + stack.runtime.payments.keys.prefix + "}*"
         return {key: raw.dump(key) for key in sorted(raw.scan_iter(match=pattern))}
     finally:
         raw.close()
@@ -223,7 +223,7 @@ def test_a_wrong_type_inside_redis_is_an_internal_error_not_an_unreachable_redis
     """A corrupt key (a string where a hash belongs) is a 500 the operator must look at;
     blaming an unreachable Redis with a 503 would send them the wrong way."""
     payment_id = str(uuid.uuid4())
-    stack.runtime.redis.set(stack.runtime.store.keys.payment(payment_id), "corrupt")
+    stack.runtime.redis.set(stack.runtime.payments.keys.payment(payment_id), "corrupt")
     with capture_logs() as logs:
         response = api.get(f"/v1/payments/{payment_id}")
     error = error_of(response, 500, "internal_error")

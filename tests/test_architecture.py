@@ -300,7 +300,7 @@ def test_a_downward_import_passes(relpath: str, source: str) -> None:
     "source",
     [
         "def f(rt):\n    rt.redis.ping()\n",
-        "def f(rt):\n    return rt.store.keys.outbox\n",
+        "def f(rt):\n    return rt.payments.keys.outbox\n",
         "def f(store):\n    g(store.keys)\n",
         "def f(keys):\n    return keys.outbox\n",
         "from watcher.keys import Keys\n",

@@ -108,14 +108,14 @@ def test_beat_ticks_and_sweeps_with_no_worker_consuming_anything(
     stack = make_stack()
     rt = stack.runtime
     payment_id = create_and_watch(rt, amount_msats=1_000).record.id
-    rt.store.reschedule(payment_id, rt.clock())  # due now (healthy sweeps: else at its expiry)
+    rt.payments.reschedule(payment_id, rt.clock())  # due now (healthy sweeps: else at its expiry)
     stack.start_beat()
     wait_until(
-        lambda: rt.store.counters().get("dispatch_ticks", 0) >= 3,
+        lambda: rt.payments.counters().get("dispatch_ticks", 0) >= 3,
         timeout=30,
         message="ticks from beat alone",
     )
     # The due payment's poll was sent to the poll queue; nothing went to the control queue.
     wait_until(lambda: rt.redis.llen(QUEUE_POLL) >= 1, timeout=30, message="a poll message")
     assert rt.redis.llen(QUEUE_CONTROL) == 0
-    wait_until(lambda: rt.store.counters().get("sweeps", 0) >= 1, timeout=30, message="a sweep")
+    wait_until(lambda: rt.payments.counters().get("sweeps", 0) >= 1, timeout=30, message="a sweep")

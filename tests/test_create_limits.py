@@ -55,7 +55,7 @@ def test_engine_refuses_before_calling_voltage(
     assert name in [field for field, _ in info.value.problems]
     assert str(info.value).startswith(name)
     assert create_count(sim_control) == before
-    assert stack.runtime.store.pending_count() == 0
+    assert stack.runtime.payments.pending_count() == 0
 
 
 def test_limits_at_the_edge_are_accepted(

@@ -77,8 +77,8 @@ def test_settled_payment_reaches_two_subscribers_once_each_with_one_webhook_id(
         message="deliveries marked succeeded",
     )
     # More ticks pass: nobody gets it twice.
-    ticks = rt.store.counters()["dispatch_ticks"]
-    wait_until(lambda: rt.store.counters()["dispatch_ticks"] >= ticks + 5, message="more ticks")
+    ticks = rt.payments.counters()["dispatch_ticks"]
+    wait_until(lambda: rt.payments.counters()["dispatch_ticks"] >= ticks + 5, message="more ticks")
     assert len(first.received) == 1
     assert len(second.received) == 1
 

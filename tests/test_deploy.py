@@ -1603,12 +1603,12 @@ def exposition(redis_server: RedisServer) -> dict[str, list[dict[str, str]]]:
     )
     runtime = Runtime.from_settings(settings)
     try:
-        runtime.redis.delete(runtime.store.keys.counters)
+        runtime.redis.delete(runtime.payments.keys.counters)
         for counter in ("voltage_errors:auth", "voltage_errors:transient", "deliveries:dead"):
-            runtime.store.count(counter)
+            runtime.payments.count(counter)
         text = render(build_registry(runtime)).decode()
     finally:
-        runtime.redis.delete(runtime.store.keys.counters)
+        runtime.redis.delete(runtime.payments.keys.counters)
         runtime.redis.close()
     samples: dict[str, list[dict[str, str]]] = {}
     for family in text_string_to_metric_families(text):

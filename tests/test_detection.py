@@ -23,11 +23,11 @@ from watcher.voltage.purpose import Purpose
 
 
 def requests_for(rt: Runtime, purpose: Purpose) -> int:
-    return rt.store.counters().get(f"voltage_requests:{purpose}", 0)
+    return rt.payments.counters().get(f"voltage_requests:{purpose}", 0)
 
 
 def events_for(rt: Runtime, payment_id: str) -> list[dict[str, str]]:
-    return [e for e in rt.store.outbox_events() if e["payment_id"] == payment_id]
+    return [e for e in rt.payments.outbox_events() if e["payment_id"] == payment_id]
 
 
 def new_payment(rt: Runtime, **options: Any) -> str:
@@ -55,11 +55,11 @@ def test_a_watched_payment_is_read_only_at_its_expiry_while_sweeps_are_healthy(
 ) -> None:
     rt = make_stack().runtime
     payment_id = new_payment(rt, expiration=600)
-    record = rt.store.get(payment_id)
+    record = rt.payments.get(payment_id)
     assert record is not None
     assert record.expires_at is not None
-    assert rt.store.next_poll_at(payment_id) == pytest.approx(
-        record.expires_at + rt.policy.expiry_grace
+    assert rt.payments.next_poll_at(payment_id) == pytest.approx(
+        record.expires_at + rt.poll_policy.expiry_grace
     )
     assert requests_for(rt, Purpose.CREATE) == 1
     assert requests_for(rt, Purpose.READ_BACK) >= 1
@@ -92,7 +92,7 @@ def test_a_payment_whose_updated_at_is_backdated_past_the_watermark_is_still_fou
     candidates = [new_payment(rt) for _ in range(5)]
     sim_control.settle(marker)
     assert sweep_now(rt) == 1  # the watermark is now the marker's updated_at
-    watermark = float(rt.redis.hget(rt.store.keys.sweep_state, "watermark") or 0)
+    watermark = float(rt.redis.hget(rt.payments.keys.sweep_state, "watermark") or 0)
     sim_config(updated_at_backdate=8)
     for payment_id in candidates:
         settled = sim_control.settle(payment_id)
@@ -118,7 +118,7 @@ def test_a_payment_the_list_omits_is_found_by_reconciliation(
     )
     assert found == 1
     assert len(events_for(rt, payment_id)) == 1
-    assert rt.store.counters()["reconcile_confirmed"] == 1
+    assert rt.payments.counters()["reconcile_confirmed"] == 1
     assert requests_for(rt, Purpose.RECONCILE) >= 1
 
 
@@ -142,10 +142,10 @@ def test_two_sweeps_at_once_make_one_event(
 
     def sweep() -> None:
         result = sweep_recent_finals(
-            rt.store, rt.poll_voltage, now=rt.clock(), overlap=10, max_pages=3
+            rt.payments, rt.poll_voltage, now=rt.clock(), overlap=10, max_pages=3
         )
         confirmed = confirm_reported(
-            rt.store, RacingReader(), rt.policy, result.candidates, rt.clock()
+            rt.payments, RacingReader(), rt.poll_policy, result.candidates, rt.clock()
         )
         finals.append(confirmed.final)
 
@@ -167,12 +167,12 @@ def test_an_expired_invoice_no_sweep_reported_gets_one_expiry_check(
     sim_control.call("POST", f"/payments/{payment_id}/hide-from-filtered-lists")
     sim_control.expire(payment_id)
     assert sweep_now(rt) == 0
-    record = rt.store.get(payment_id)
+    record = rt.payments.get(payment_id)
     assert record is not None
     assert record.expires_at is not None
-    due = rt.store.next_poll_at(payment_id)
+    due = rt.payments.next_poll_at(payment_id)
     assert due is not None
-    outcome = poll_payment(rt.store, rt.poll_voltage, rt.policy, payment_id, due)
+    outcome = poll_payment(rt.payments, rt.poll_voltage, rt.poll_policy, payment_id, due)
     assert outcome.outcome == "final"
     assert requests_for(rt, Purpose.EXPIRY_CHECK) == 1
     assert events_for(rt, payment_id)[0]["type"] == "payment.expired"
@@ -195,7 +195,7 @@ def test_with_the_list_failing_fallback_polls_detect_and_sweeps_resume_after(
     sim_control.settle(during)
     wait_until(lambda: events_for(rt, during), timeout=30, message="detection by fallback polls")
     assert requests_for(rt, Purpose.FALLBACK_POLL) >= 1
-    assert rt.store.counters()["fallback_entries"] == 1
+    assert rt.payments.counters()["fallback_entries"] == 1
 
     sim_control.clear_faults()
     wait_until(lambda: not rt.list_health.in_fallback(), timeout=60, message="sweeps to resume")

@@ -55,7 +55,7 @@ def test_flower_finds_the_worker_behind_basic_auth(make_stack: Callable[..., Sta
         # Task arguments that could identify payments are shown as a count, not as ids.
         stack.start_beat()
         payment_id = create_and_watch(stack.runtime, amount_msats=1_000).record.id
-        stack.runtime.store.reschedule(payment_id, stack.runtime.clock())  # a poll due now
+        stack.runtime.payments.reschedule(payment_id, stack.runtime.clock())  # a poll due now
 
         def poll_tasks() -> list[dict[str, object]] | None:
             answer = requests.get(f"{url}/api/tasks", auth=AUTH, timeout=5).json()

@@ -77,7 +77,7 @@ def reads_of(sim_control: SimControl, payment_id: str) -> int:
 
 
 def events_of(stack: Stack, payment_id: str) -> list[dict[str, str]]:
-    return [e for e in stack.runtime.store.outbox_events() if e["payment_id"] == payment_id]
+    return [e for e in stack.runtime.payments.outbox_events() if e["payment_id"] == payment_id]
 
 
 def test_signature_helper_matches_the_documented_scheme() -> None:
@@ -119,7 +119,7 @@ def test_signed_webhook_makes_the_watcher_reread_and_emit_at_once(
     assert body["data"]["previous_status"] == "receiving"
     assert body["data"]["payment"]["status"] == "completed"
     assert reads_of(sim_control, payment.id) == reads + 1  # re-read from Voltage, once
-    record = rt.store.get(payment.id)
+    record = rt.payments.get(payment.id)
     assert record is not None
     assert record.status == "completed"
 
@@ -141,11 +141,11 @@ def test_the_body_is_only_a_hint_what_voltage_says_on_reread_wins(
     ok(send(api, payload(lie)), 202)
     wait_until(lambda: reads_of(sim_control, payment.id) > reads, message="the re-read")
     wait_until(
-        lambda: (r := stack.runtime.store.get(payment.id)) and r.poll_count > 0,
+        lambda: (r := stack.runtime.payments.get(payment.id)) and r.poll_count > 0,
         message="the poll recorded",
     )
     assert events_of(stack, payment.id) == []
-    record = stack.runtime.store.get(payment.id)
+    record = stack.runtime.payments.get(payment.id)
     assert record is not None
     assert record.status == "receiving"
 
@@ -159,14 +159,14 @@ def test_unknown_receive_is_adopted_and_unknown_send_is_ignored(
     assert answer["action"] == "watch"
     (event,) = wait_until(lambda: events_of(stack, elsewhere.id), message="the adoption event")
     assert event["type"] == "payment.completed"
-    record = stack.runtime.store.get(elsewhere.id)
+    record = stack.runtime.payments.get(elsewhere.id)
     assert record is not None
     assert record.source == "watched"
 
     stranger = str(uuid.uuid4())
     answer = ok(send(api, payload({"id": stranger}, kind="send", event="succeeded")), 202)
     assert answer["status"] == "ignored"
-    assert stack.runtime.store.get(stranger) is None
+    assert stack.runtime.payments.get(stranger) is None
     assert reads_of(sim_control, stranger) == 0
 
 
@@ -204,7 +204,7 @@ def test_forged_stale_and_unsigned_webhooks_are_refused_and_change_nothing(
 
     assert reads_of(sim_control, payment.id) == reads
     assert events_of(stack, payment.id) == []
-    record = rt.store.get(payment.id)
+    record = rt.payments.get(payment.id)
     assert record is not None
     assert record.status == "receiving"
     assert record.poll_count == 0
@@ -232,7 +232,7 @@ def test_ingress_is_off_without_a_secret(make_stack: Callable[..., Stack]) -> No
 
 
 def polled_once(stack: Stack, payment_id: str) -> bool:
-    record = stack.runtime.store.get(payment_id)
+    record = stack.runtime.payments.get(payment_id)
     return record is not None and record.poll_count > 0
 
 

@@ -72,7 +72,7 @@ def test_a_hanging_subscriber_stalls_neither_healthy_ones_nor_detection(
     # the workload itself, not a wait for a condition.
     started = time.monotonic()
     paced = threading.Event()
-    ticks = rt.store.counters().get("dispatch_ticks", 0)
+    ticks = rt.payments.counters().get("dispatch_ticks", 0)
     for offset, batch in (
         (0, ids[:8]),
         (4, ids[8:12]),
@@ -87,11 +87,11 @@ def test_a_hanging_subscriber_stalls_neither_healthy_ones_nor_detection(
     )
 
     assert len(hanging.received) >= 1, "the hanging subscriber was attempted meanwhile"
-    assert rt.store.counters()["dispatch_ticks"] > ticks, "ticks went on while it hung"
+    assert rt.payments.counters()["dispatch_ticks"] > ticks, "ticks went on while it hung"
     for receiver, secret in zip(healthy, secrets, strict=True):
         got = [json.loads(r.body)["data"].get("payment_id") for r in receiver.received]
         assert sorted(got) == sorted(ids), "each payment exactly once"
         for request in receiver.received:
             Webhook(secret).verify(request.body, request.headers)
     # Detection went on too: every payment is final in the watcher's own records.
-    assert all(rt.store.get(payment_id).status == "completed" for payment_id in ids)
+    assert all(rt.payments.get(payment_id).status == "completed" for payment_id in ids)

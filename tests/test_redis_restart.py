@@ -45,8 +45,8 @@ def test_workers_and_beat_survive_redis_restarts_and_keep_detecting(
         others = [create_and_watch(rt, amount_msats=1_000).record.id for _ in range(12)]
         fault = sim_control.fault(kind="latency", latency=0.3, method="GET", path="/payments/")
         for other in others:  # due now: sweeps detect, so nothing else would poll them
-            rt.store.reschedule(other, rt.clock())
-        wait_until(lambda: rt.store.counters().get("polls", 0) > 0, message="polls in flight")
+            rt.payments.reschedule(other, rt.clock())
+        wait_until(lambda: rt.payments.counters().get("polls", 0) > 0, message="polls in flight")
         for hard in (True, False):
             payment = create_and_watch(rt, amount_msats=1_000).record.id
             if hard:
@@ -57,7 +57,7 @@ def test_workers_and_beat_survive_redis_restarts_and_keep_detecting(
             server.start()
             sim_control.settle(payment)
             wait_until(
-                lambda p=payment: (r := rt.store.get(p)) is not None and r.status == "completed",
+                lambda p=payment: (r := rt.payments.get(p)) is not None and r.status == "completed",
                 timeout=60,
                 message=f"detection after a {'SIGKILL' if hard else 'SIGTERM'} of Redis",
             )

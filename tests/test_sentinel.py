@@ -55,8 +55,8 @@ def test_runtime_reaches_the_master_through_sentinel(sentinel_url: str) -> None:
         watcher_redis_url=sentinel_url, watcher_redis_sentinel_master="watched"
     )
     rt = Runtime.from_settings(settings)
-    rt.store.count("polls")
-    assert rt.store.counters()["polls"] == 1
+    rt.payments.count("polls")
+    assert rt.payments.counters()["polls"] == 1
     assert rt.redis.connection_pool.connection_kwargs.get("db") == 3
 
 
@@ -84,7 +84,7 @@ def test_worker_and_beat_run_through_sentinel(
     payment_id = create_and_watch(stack.runtime, amount_msats=2_000).record.id
     sim_control.settle(payment_id)
     wait_until(
-        lambda: any(e["payment_id"] == payment_id for e in stack.runtime.store.outbox_events()),
+        lambda: any(e["payment_id"] == payment_id for e in stack.runtime.payments.outbox_events()),
         timeout=40,
         message="the event, with Celery's broker behind sentinel",
     )

@@ -18,14 +18,14 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def events_for(stack: Stack, payment_id: str) -> list[dict[str, Any]]:
-    return [e for e in stack.runtime.store.outbox_events() if e["payment_id"] == payment_id]
+    return [e for e in stack.runtime.payments.outbox_events() if e["payment_id"] == payment_id]
 
 
 def let_ticks_pass(stack: Stack, ticks: int) -> None:
     """Give a duplicate every chance to appear: wait for more dispatcher ticks to run."""
 
     def count() -> int:
-        return stack.runtime.store.counters().get("dispatch_ticks", 0)
+        return stack.runtime.payments.counters().get("dispatch_ticks", 0)
 
     target = count() + ticks
     wait_until(lambda: count() >= target, timeout=30, message=f"{ticks} dispatcher ticks")
@@ -79,10 +79,10 @@ def test_settled_failed_and_expired_payments_each_yield_one_event(
     let_ticks_pass(running, 5)
     for result in (paid, failed, expiring):
         assert len(events_for(running, result.record.id)) == 1
-        record = rt.store.get(result.record.id)
+        record = rt.payments.get(result.record.id)
         assert record is not None
         assert record.is_final
-        assert rt.store.next_poll_at(result.record.id) is None
+        assert rt.payments.next_poll_at(result.record.id) is None
 
 
 def test_with_sweeps_off_a_pending_payment_is_polled_adaptively_then_stopped(
@@ -97,8 +97,8 @@ def test_with_sweeps_off_a_pending_payment_is_polled_adaptively_then_stopped(
     payment_id = result.record.id
 
     def gap() -> float | None:
-        record = rt.store.get(payment_id)
-        next_at = rt.store.next_poll_at(payment_id)
+        record = rt.payments.get(payment_id)
+        next_at = rt.payments.next_poll_at(payment_id)
         if record is None or record.last_poll_at is None or next_at is None:
             return None
         return next_at - record.last_poll_at
@@ -110,14 +110,14 @@ def test_with_sweeps_off_a_pending_payment_is_polled_adaptively_then_stopped(
     assert older > 1.5
     # ... and past WATCHER_MAX_WATCH_AGE (12 s) the watch stops, saying why.
     record = wait_until(
-        lambda: (r := rt.store.get(payment_id)) is not None and r.stopped_reason and r,
+        lambda: (r := rt.payments.get(payment_id)) is not None and r.stopped_reason and r,
         timeout=20,
         message="hard limit",
     )
     assert record.stopped_reason == "hard_limit"
     assert record.poll_count >= 10
-    assert rt.store.counters().get("stopped:hard_limit") == 1
-    assert rt.store.counters().get("voltage_requests:fallback_poll", 0) >= 10
+    assert rt.payments.counters().get("stopped:hard_limit") == 1
+    assert rt.payments.counters().get("voltage_requests:fallback_poll", 0) >= 10
     assert events_for(stack, payment_id) == []
 
 
@@ -127,13 +127,13 @@ def test_with_healthy_sweeps_a_pending_payment_is_not_polled_and_still_stops(
     rt = running.runtime
     payment_id = create_and_watch(rt, amount_msats=1_000, description="never paid").record.id
     record = wait_until(
-        lambda: (r := rt.store.get(payment_id)) is not None and r.stopped_reason and r,
+        lambda: (r := rt.payments.get(payment_id)) is not None and r.stopped_reason and r,
         timeout=30,
         message="the watch to stop at WATCHER_MAX_WATCH_AGE",
     )
     assert record.stopped_reason == "hard_limit"
     assert record.poll_count == 1, "one read, when the watch reached its age limit"
-    counters = rt.store.counters()
+    counters = rt.payments.counters()
     assert counters.get("voltage_requests:fallback_poll", 0) == 0
     assert counters.get("sweeps", 0) >= 5
 
@@ -168,7 +168,7 @@ def test_voltage_faults_delay_but_never_lose_a_payment(
         sim_control.clear_faults()
     for payment_id in ids:
         assert len(events_for(running, payment_id)) == 1
-    counters = rt.store.counters()
+    counters = rt.payments.counters()
     assert (
         counters.get("voltage_errors:transient", 0) + counters.get("voltage_errors:malformed", 0)
         > 0
@@ -221,7 +221,7 @@ def test_many_concurrent_real_polls_of_a_completed_payment_make_one_event(
 
     def poll() -> None:
         barrier.wait()
-        outcome = poll_payment(rt.store, rt.poll_voltage, rt.policy, payment_id, rt.clock())
+        outcome = poll_payment(rt.payments, rt.poll_voltage, rt.poll_policy, payment_id, rt.clock())
         outcomes.append(outcome.outcome)
 
     threads = [threading.Thread(target=poll) for _ in range(16)]
@@ -250,10 +250,10 @@ def test_the_sweep_confirms_and_announces_what_it_finds_without_waiting_for_a_ti
     stack.start_beat()
     rt = stack.runtime
     # Beat ticks once as it starts; the next tick is a minute away.
-    wait_until(lambda: rt.store.counters().get("dispatch_ticks", 0) == 1, message="first tick")
+    wait_until(lambda: rt.payments.counters().get("dispatch_ticks", 0) == 1, message="first tick")
     payment = create_and_watch(rt, amount_msats=1_000).record.id
     sim_control.settle(payment)
     assert wait_for_event(stack, payment, timeout=20)["type"] == "payment.completed"
-    assert rt.store.counters().get("dispatch_ticks", 0) == 1
-    assert rt.store.counters()["voltage_requests:confirm"] == 1
-    assert rt.store.counters().get("voltage_requests:poll", 0) == 0
+    assert rt.payments.counters().get("dispatch_ticks", 0) == 1
+    assert rt.payments.counters()["voltage_requests:confirm"] == 1
+    assert rt.payments.counters().get("voltage_requests:poll", 0) == 0

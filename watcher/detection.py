@@ -31,7 +31,7 @@ def sweep_now(rt: Runtime) -> int:
 
     def sweep(now: float) -> list[str]:
         return sweep_recent_finals(
-            rt.store,
+            rt.payments,
             rt.poll_voltage,
             now=now,
             overlap=s.watcher_sweep_overlap,
@@ -48,9 +48,9 @@ def reconcile_now(rt: Runtime) -> int:
     s = rt.settings
 
     def step(now: float) -> list[str] | None:
-        rt.store.pending.backfill(now)
+        rt.payments.pending.backfill(now)
         result = reconcile_step(
-            rt.store,
+            rt.payments,
             rt.list_jobs,
             rt.poll_voltage,
             now=now,
@@ -62,7 +62,7 @@ def reconcile_now(rt: Runtime) -> int:
 
     confirmed = confirm_and_announce(rt, _list_job(rt, "reconcile", step) or [])
     if confirmed.final:
-        rt.store.count("reconcile_confirmed", confirmed.final)
+        rt.payments.count("reconcile_confirmed", confirmed.final)
         # Missed by the fast sweep (backdated, hidden by its filter) or not reached by it yet.
         # Usually a race with the next fast sweep, not news: the counter tells when it is not.
         log.debug("reconciliation confirmed transitions first", confirmed=confirmed.final)
@@ -75,7 +75,7 @@ def _list_job(
     """Run one list job under its lock, when something is pending and list calls are not
     backing off; note its outcome for the fallback. None when it listed nothing."""
     now = rt.clock()
-    if rt.store.pending_count() == 0:
+    if rt.payments.pending_count() == 0:
         # Nothing to detect, nothing to poll: a fallback has no reason to outlive it.
         if rt.list_health.in_fallback():
             list_succeeded(rt, now)
@@ -100,9 +100,9 @@ def confirm_and_announce(rt: Runtime, candidates: list[str]) -> Confirmed:
     if not candidates:
         return Confirmed(read=0, final=0, unconfirmed=0)
     confirmed = confirm_reported(
-        rt.store,
+        rt.payments,
         rt.poll_voltage,
-        rt.policy,
+        rt.poll_policy,
         candidates,
         rt.clock(),
         run=rt.confirm_pool.map,
@@ -114,7 +114,7 @@ def confirm_and_announce(rt: Runtime, candidates: list[str]) -> Confirmed:
 
 def list_succeeded(rt: Runtime, now: float) -> None:
     if rt.list_health.succeeded(now).left_fallback:
-        rt.store.count("fallback_exits")
+        rt.payments.count("fallback_exits")
         log.warning("list calls work again; sweeps detect, per-payment polls stop")
 
 
@@ -122,11 +122,11 @@ def list_failed(rt: Runtime, exc: VoltageError, now: float, job: str) -> None:
     """A list call failed (after its own retries): back off, and fall back to per-payment
     polls once they have failed for WATCHER_FALLBACK_AFTER seconds."""
     change = rt.list_health.failed(now, exc.retry_after)
-    rt.store.count(f"list_errors:{job}")
+    rt.payments.count(f"list_errors:{job}")
     if change.entered_fallback:
-        rt.store.count("fallback_entries")
-        first_step = rt.policy.steps[0][1] if rt.policy.steps else 2.0
-        moved = rt.store.pending.pull_forward(now, spread=first_step)
+        rt.payments.count("fallback_entries")
+        first_step = rt.poll_policy.steps[0][1] if rt.poll_policy.steps else 2.0
+        moved = rt.payments.pending.pull_forward(now, spread=first_step)
         log.error(
             "list calls keep failing; falling back to per-payment polls",
             failing_for=round(change.failing_for, 1),

@@ -86,8 +86,8 @@ def redis_from_settings(settings: Settings) -> redis.Redis:
 class Runtime:
     settings: Settings
     redis: redis.Redis
-    store: PaymentStore
-    policy: PollPolicy
+    payments: PaymentStore
+    poll_policy: PollPolicy
     subscriptions: SubscriptionStore
     deliveries: DeliveryStore
     delivery_policy: DeliveryPolicy
@@ -120,8 +120,8 @@ class Runtime:
         return cls(
             settings=settings,
             redis=client,
-            store=PaymentStore(client, keys, durability=durability),
-            policy=PollPolicy.from_settings(settings),
+            payments=PaymentStore(client, keys, durability=durability),
+            poll_policy=PollPolicy.from_settings(settings),
             subscriptions=subscriptions,
             deliveries=DeliveryStore(client, keys, subscriptions),
             delivery_policy=DeliveryPolicy.from_settings(settings),
@@ -147,7 +147,7 @@ class Runtime:
     def count_request(self, purpose: Purpose) -> None:
         """Every Voltage request, counted by why it was sent; counting never fails a call."""
         with contextlib.suppress(redis.exceptions.RedisError):
-            self.store.count(f"voltage_requests:{purpose}")
+            self.payments.count(f"voltage_requests:{purpose}")
 
     @property
     def confirm_pool(self) -> ThreadPoolExecutor:

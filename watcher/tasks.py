@@ -45,7 +45,7 @@ def _consumer() -> str:
 @app.task(name="watcher.dispatch_polls", ignore_result=True)
 def dispatch_polls() -> int:
     rt = get_runtime()
-    rt.store.count("dispatch_ticks")
+    rt.payments.count("dispatch_ticks")
     return dispatch_due_polls_now(rt)
 
 
@@ -58,7 +58,7 @@ def dispatch_due_polls_now(rt: Runtime) -> int:
         _send(poll_payments, ids, queue=QUEUE_POLL, expires=lease, what="payment ids")
 
     return dispatch_due_polls(
-        rt.store,
+        rt.payments,
         now=rt.clock(),
         lease=lease,
         lookahead=s.watcher_dispatch_interval / 2,
@@ -75,12 +75,12 @@ def poll_payments(payment_ids: list[str]) -> int:
     rt = get_runtime()
     done = final = 0
     fallback = rt.list_health.in_fallback()
-    records = rt.store.get_many(payment_ids)
+    records = rt.payments.get_many(payment_ids)
     for payment_id, record in zip(payment_ids, records, strict=True):
         bind(payment_id=payment_id)
         try:
             outcome = poll_record(
-                rt.store, rt.poll_voltage, rt.policy, payment_id, record, rt.clock(),
+                rt.payments, rt.poll_voltage, rt.poll_policy, payment_id, record, rt.clock(),
                 fallback=fallback,
             )  # fmt: skip
             done += 1
@@ -160,7 +160,7 @@ def deliver(delivery_ids: list[str], subscription_id: str | None = None) -> bool
 def forget_old_task() -> int:
     rt = get_runtime()
     result = forget_old(
-        rt.store, rt.deliveries, now=rt.clock(), retention=rt.settings.watcher_retention
+        rt.payments, rt.deliveries, now=rt.clock(), retention=rt.settings.watcher_retention
     )
     log.info(
         "retention",
@@ -173,5 +173,5 @@ def forget_old_task() -> int:
 
 def dispatch_tick(rt: Runtime) -> int:
     """One dispatcher tick: polls due, interrupted fan-outs repaired, deliveries due."""
-    rt.store.count("dispatch_ticks")
+    rt.payments.count("dispatch_ticks")
     return dispatch_due_polls_now(rt) + repair_fan_out_and_dispatch(rt)

@@ -188,14 +188,14 @@ def _settle_in_waves(
     started = time.monotonic()
     paced = threading.Event()
     remaining = iter(ids)
-    ticks_before = rt.store.counters().get("dispatch_ticks", 0)
+    ticks_before = rt.payments.counters().get("dispatch_ticks", 0)
     for offset, count in WAVES:
         paced.wait(max(0.0, started + offset - time.monotonic()))
         for _ in range(count):
             payment_id = next(remaining)
             session.post(f"{control_url}/payments/{payment_id}/settle", timeout=10)
             settled_at[payment_id] = time.time()
-    ticks = rt.store.counters().get("dispatch_ticks", 0) - ticks_before
+    ticks = rt.payments.counters().get("dispatch_ticks", 0) - ticks_before
     return settled_at, ticks / max(time.monotonic() - started, 1e-9)
 
 
@@ -213,6 +213,6 @@ def _measure(
                 report.delivered += 1
                 report.delivery_ms.append((at - settled_at[payment_id]) * 1000)
     for payment_id, at in settled_at.items():
-        finals = [t for t in rt.store.transitions(payment_id) if t.get("to") == "completed"]
+        finals = [t for t in rt.payments.transitions(payment_id) if t.get("to") == "completed"]
         if finals:
             report.detection_ms.append((float(finals[0]["at"]) - at) * 1000)

@@ -263,7 +263,7 @@ class Faults:
 def read_outbox(cluster: Cluster) -> list[OutboxEvent]:
     rt = cluster.rt
     events = []
-    entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.store.keys.outbox))
+    entries = cast(list[tuple[str, dict[str, str]]], rt.redis.xrange(rt.payments.keys.outbox))
     for entry_id, fields in entries:
         events.append(
             OutboxEvent(
@@ -345,10 +345,10 @@ def run_chaos(
         while time.time() < deadline and not everything_arrived():
             time.sleep(1.0)
         # A few more ticks, so a late duplicate or a stray event would be seen.
-        ticks = cluster.rt.store.counters().get("dispatch_ticks", 0)
+        ticks = cluster.rt.payments.counters().get("dispatch_ticks", 0)
         settle_deadline = time.time() + 30
         while (
-            cluster.rt.store.counters().get("dispatch_ticks", 0) < ticks + 10
+            cluster.rt.payments.counters().get("dispatch_ticks", 0) < ticks + 10
             and time.time() < settle_deadline
         ):
             time.sleep(0.2)
@@ -356,7 +356,7 @@ def run_chaos(
         report.faults = faults.done
         report.faults.update({f"app retries ({k})": v for k, v in load.retries.items()})
         report.faults["hidden from filtered lists"] = load.hidden
-        report.watcher_counters = cluster.rt.store.counters()
+        report.watcher_counters = cluster.rt.payments.counters()
         report.harness_errors = load.errors + faults.errors
         for begin, end, what in faults.timeline:
             log(f"fault at +{begin - t0:6.1f} s .. +{end - t0:6.1f} s: {what}")

@@ -126,7 +126,12 @@ def process_hint(ctx: ApiContext, hint: Hint, action: str) -> None:
     try:
         if action == "poll":
             outcome = poll_payment(
-                rt.store, rt.poll_voltage, rt.policy, hint.payment_id, rt.clock(), purpose=HINT
+                rt.payments,
+                rt.poll_voltage,
+                rt.poll_policy,
+                hint.payment_id,
+                rt.clock(),
+                purpose=HINT,
             )
             log.info("voltage webhook: payment re-read", outcome=outcome.outcome)
             if outcome.outcome == "final":
@@ -164,7 +169,7 @@ def _decide(ctx: ApiContext, hint: Hint, names: list[str]) -> tuple[Action, str 
 
 
 def _action_for(ctx: ApiContext, hint: Hint) -> tuple[Action, str | None]:
-    record = ctx.runtime.store.get(hint.payment_id)
+    record = ctx.runtime.payments.get(hint.payment_id)
     if record is not None:
         if record.is_watching:
             return "poll", None

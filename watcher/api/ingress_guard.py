@@ -95,5 +95,5 @@ def take_read(rt: Runtime, payment_id: str, *, poll: bool) -> bool:
     if rt.hints.take_read(payment_id, READ_INTERVAL_MS):
         return True
     if poll:
-        rt.store.reschedule(payment_id, rt.clock() + DEFERRED_POLL, only_earlier=True)
+        rt.payments.reschedule(payment_id, rt.clock() + DEFERRED_POLL, only_earlier=True)
     return False

@@ -118,12 +118,12 @@ class WatcherCollector:
     def _read(self) -> Snapshot:
         rt = self.runtime
         return Snapshot(
-            payments=rt.store.history.counts(),
+            payments=rt.payments.history.counts(),
             deliveries=rt.deliveries.history.counts(),
             subscriptions=rt.subscriptions.count(),
-            counters=rt.store.counters(),
+            counters=rt.payments.counters(),
             fallback=rt.list_health.in_fallback(),
-            poll_latency=rt.store.latency_histogram("poll"),
+            poll_latency=rt.payments.latency_histogram("poll"),
         )
 
 

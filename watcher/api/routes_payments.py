@@ -111,7 +111,9 @@ def list_payments(
         return watching is None or record.is_watching == watching
 
     with cursor_checked():
-        items, next_cursor = ctx.runtime.store.history.page(cursor=cursor, limit=limit, keep=keep)
+        items, next_cursor = ctx.runtime.payments.history.page(
+            cursor=cursor, limit=limit, keep=keep
+        )
     return PaymentPage(items=[payment_out(r) for r in items], next_cursor=next_cursor)
 
 
@@ -122,7 +124,7 @@ def list_payments(
     responses=error_responses(401, 404, 422, 500, 503),
 )
 def get_payment(payment_id: PaymentId, ctx: Ctx) -> PaymentDetail:
-    store = ctx.runtime.store
+    store = ctx.runtime.payments
     record = store.get(payment_id)
     if record is None:
         raise not_found(f"the watcher does not watch a payment with id {payment_id!r}")

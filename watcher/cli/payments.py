@@ -83,25 +83,25 @@ def status(payment_id: str | None, limit: int, as_json: bool) -> None:
     """Pending payments as a table, or one payment's record and transitions."""
     rt = runtime_or_exit()
     if payment_id:
-        record = rt.store.get(payment_id)
+        record = rt.payments.get(payment_id)
         if record is None:
             fail(f"not watching {payment_id!r}")
-        transitions = [transition_out(t) for t in rt.store.transitions(payment_id)]
+        transitions = [transition_out(t) for t in rt.payments.transitions(payment_id)]
         echo_json({**record.to_public(), "transitions": transitions})
         return
     rows = []
-    for pid, next_at in rt.store.pending_ids(limit):
-        record = rt.store.get(pid)
+    for pid, next_at in rt.payments.pending_ids(limit):
+        record = rt.payments.get(pid)
         if record is not None:
             rows.append({**record.to_public(), "next_poll_at": iso_timestamp(next_at)})
     if as_json:
         echo_json(rows)
         return
-    click.echo(f"{rt.store.pending_count()} pending")
+    click.echo(f"{rt.payments.pending_count()} pending")
     echo_table(rows, ("id", "status", "amount_msats", "poll_count", "last_poll_at", "next_poll_at"))
     click.echo("")
     click.echo(detection_line(rt.list_health.state(), rt.clock()))
-    echo_table(request_rows(rt.store.counters()), ("purpose", "requests"))
+    echo_table(request_rows(rt.payments.counters()), ("purpose", "requests"))
 
 
 def detection_line(state: HealthState, now: float) -> str:

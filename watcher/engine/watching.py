@@ -45,9 +45,9 @@ class Wiring(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
-    def store(self) -> PaymentStore: ...
+    def payments(self) -> PaymentStore: ...
     @property
-    def policy(self) -> PollPolicy: ...
+    def poll_policy(self) -> PollPolicy: ...
     @property
     def list_health(self) -> ListHealth: ...
     @property
@@ -198,7 +198,7 @@ def create_and_watch(
         ready = False
         payment = _placeholder(payment_id, wallet, amount_msats, description, metadata)
     extra = {"client_id": client_id} if client_id else None
-    created = rt.store.adopt(
+    created = rt.payments.adopt(
         payment,
         source="created",
         now=now,
@@ -219,7 +219,7 @@ def watch_existing(rt: Wiring, payment_id: str) -> WatchResult:
         return existing
     payment = rt.voltage.get_payment(payment_id, purpose=Purpose.ADOPT)
     now = rt.clock()
-    created = rt.store.adopt(
+    created = rt.payments.adopt(
         payment, source="watched", now=now, first_poll_at=now + PROVISIONAL_FIRST_READ
     )
     record = _first_read_scheduled(rt, payment_id, now, created)
@@ -228,22 +228,22 @@ def watch_existing(rt: Wiring, payment_id: str) -> WatchResult:
 
 
 def _already_watched(rt: Wiring, payment_id: str) -> WatchResult | None:
-    existing = rt.store.get(payment_id)
+    existing = rt.payments.get(payment_id)
     if existing is None:
         return None
     # Maybe stored by an attempt whose replica wait fell short: confirm it now.
-    rt.store.ensure_replicated(payment_id, rt.clock())
+    rt.payments.ensure_replicated(payment_id, rt.clock())
     return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))
 
 
 def _first_read_scheduled(rt: Wiring, payment_id: str, now: float, created: bool) -> PaymentRecord:
     """A payment with its invoice needs no read of its own until it expires (sweeps detect);
     one still without it is read back soon. Adopt scheduled it provisionally."""
-    record = rt.store.get(payment_id)
+    record = rt.payments.get(payment_id)
     assert record is not None  # noqa: S101 - adopt just wrote it
     if created and record.is_watching:
         fallback = rt.list_health.in_fallback()
-        rt.store.reschedule(payment_id, rt.policy.next_poll(record, now, fallback=fallback))
+        rt.payments.reschedule(payment_id, rt.poll_policy.next_poll(record, now, fallback=fallback))
     return record
 
 

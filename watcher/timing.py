@@ -99,3 +99,17 @@ def _non_negative_number(text: str) -> float | None:
     if not math.isfinite(value) or value < 0:
         return None
     return value
+
+
+def voltage_time(value: str | None) -> str | None:
+    """A Voltage time as stored (Python's isoformat, `+00:00`) in the `Z` form every other time
+    of an answer has, at Voltage's own precision."""
+    if not value:
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value  # shown as Voltage sent it rather than not at all
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat() + "Z"

@@ -19,6 +19,7 @@ import redis
 from watcher.delivery.records import Delivery, OutboxEvent, delivery_id_for
 from watcher.delivery.subscriptions import TEST_EVENT_TYPE, Subscription, SubscriptionStore
 from watcher.engine.records import new_event_id
+from watcher.engine.tally import count_in
 from watcher.keys import Keys
 from watcher.lua import scripts_for
 from watcher.timing import iso_timestamp
@@ -312,7 +313,7 @@ class DeliveryStore:
         )
         pipe.zrem(self.keys.deliver_schedule, delivery.id)
         pipe.zrem(self.keys.retry_schedule, delivery.id)
-        pipe.hincrby(self.keys.counters, "deliveries:dead", 1)
+        count_in(pipe, self.keys, "deliveries:dead")
         pipe.execute()
 
     def release_claims(self, delivery_ids: list[str], at: float) -> None:

@@ -6,10 +6,9 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from watcher.timing import iso_timestamp
+from watcher.timing import iso_timestamp, voltage_time
 from watcher.voltage.models import FINAL_STATUSES, PaymentStatus
 
 EVENT_TYPES: dict[str, str] = {status: f"payment.{status}" for status in FINAL_STATUSES}
@@ -48,20 +47,6 @@ def transition_event_id(payment_id: str, status: str) -> str:
     get the same `webhook-id` and their dedupe holds."""
     digest = hashlib.sha256(f"{payment_id}\x00{status}".encode()).hexdigest()
     return f"evt_{digest[:32]}"
-
-
-def voltage_time(value: str | None) -> str | None:
-    """A Voltage time as stored (Python's isoformat, `+00:00`) in the `Z` form every other time
-    of an answer has, at Voltage's own precision."""
-    if not value:
-        return value
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return value  # shown as Voltage sent it rather than not at all
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat() + "Z"
 
 
 def transition_out(transition: dict[str, Any]) -> dict[str, Any]:

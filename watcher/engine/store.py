@@ -15,7 +15,7 @@ from watcher.engine.history import PaymentHistory
 from watcher.engine.pending import PendingIndex
 from watcher.engine.record_fields import adopted_fields, final_event, payment_fields
 from watcher.engine.records import PaymentRecord
-from watcher.engine.tally import LATENCY_BUCKETS, Collected, Tally, bucket_field
+from watcher.engine.tally import LATENCY_BUCKETS, Collected, Tally, bucket_field, count_in
 from watcher.keys import Keys
 from watcher.lua import Scripts, scripts_for
 from watcher.voltage.models import FINAL_STATUSES, Payment
@@ -141,7 +141,7 @@ class PaymentStore:
             }
             pipe.rpush(self.keys.transitions(payment.id), json.dumps(transition))
             if final:
-                pipe.hincrby(self.keys.counters, f"transitions:{payment.status}", 1)
+                count_in(pipe, self.keys, f"transitions:{payment.status}")
         self._replicated(pipe, payment.id, now)
         return bool(created)
 
@@ -251,7 +251,7 @@ class PaymentStore:
         )
         pipe.zrem(self.keys.poll_schedule, payment_id)
         pipe.zrem(self.keys.pending_created, payment_id)
-        pipe.hincrby(self.keys.counters, f"stopped:{reason}", 1)
+        count_in(pipe, self.keys, f"stopped:{reason}")
         pipe.execute()
 
     def count(self, name: str, amount: int = 1) -> None:

@@ -49,6 +49,12 @@ class Collected:
         return None
 
 
+def count_in(pipe: redis.client.Pipeline, keys: Keys, name: str, amount: int = 1) -> None:
+    """A counter written in a caller's pipeline, with the writes it counts (a watch, a stop,
+    a dead letter): one home for the counters' key, whoever writes them."""
+    pipe.hincrby(keys.counters, name, amount)
+
+
 class Tally:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
@@ -92,7 +98,7 @@ class Tally:
             return
         pipe = self.redis.pipeline(transaction=False)
         for name, amount in collected.take_counters().items():
-            pipe.hincrby(self.keys.counters, name, amount)
+            count_in(pipe, self.keys, name, amount)
         for kind, seconds in collected.latencies:
             key = self.keys.latency(kind)
             pipe.hincrby(key, bucket_field(seconds), 1)

@@ -23,7 +23,7 @@ from watcher.voltage.limits import (
     MAX_METADATA_ENTRIES,
     MAX_METADATA_LENGTH,
 )
-from watcher.voltage.models import Payment
+from watcher.voltage.models import Payment, PaymentStatus
 from watcher.voltage.purpose import Purpose
 
 log = get_logger(__name__)
@@ -256,7 +256,7 @@ def _placeholder(
 ) -> Payment:
     raw: dict[str, Any] = {
         "id": payment_id,
-        "status": "generating",
+        "status": PaymentStatus.GENERATING.value,
         "wallet_id": wallet_id,
         "direction": "receive",
         "metadata": metadata or {},

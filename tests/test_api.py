@@ -169,6 +169,7 @@ EVERY_V1_ROUTE = [
     ("GET", "/v1/deliveries/dlv_x"),
     ("POST", "/v1/deliveries/dlv_x/redeliver"),
     ("GET", "/v1/events"),
+    ("GET", "/v1/audit"),
 ]
 
 

@@ -80,11 +80,17 @@ def real(api: ApiClient, stack: Stack) -> Real:
 
 
 def snapshot(stack: Stack) -> dict[bytes, bytes | None]:
-    """Every watcher key (not the broker's) with its serialized value."""
+    """Every watcher key (not the broker's) with its serialized value; a token's request
+    bucket aside: every request counts toward the rate limit, a refused one too."""
     raw = redis.Redis.from_url(stack.settings.watcher_redis_url)
+    buckets = stack.runtime.payments.keys.rate_limit("").encode()
     try:
         pattern = "{" + stack.runtime.payments.keys.prefix + "}*"
-        return {key: raw.dump(key) for key in sorted(raw.scan_iter(match=pattern))}
+        return {
+            key: raw.dump(key)
+            for key in sorted(raw.scan_iter(match=pattern))
+            if not key.startswith(buckets)
+        }
     finally:
         raw.close()
 

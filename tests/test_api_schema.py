@@ -80,6 +80,7 @@ def test_openapi_document_describes_every_route(make_stack: Callable[..., Stack]
         "/v1/deliveries/{delivery_id}": {"get"},
         "/v1/deliveries/{delivery_id}/redeliver": {"post"},
         "/v1/events": {"get"},
+        "/v1/audit": {"get"},
         "/v1/voltage/webhooks": {"post"},
         "/healthz": {"get"},
         "/readyz": {"get"},

@@ -54,6 +54,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("voltage", ("watcher/voltage/",)),
     ("engine", ("watcher/engine/",)),
     ("delivery", ("watcher/delivery/",)),
+    ("access", ("watcher/access/",)),
     (
         "entry points",
         (
@@ -98,6 +99,8 @@ STORES = {
     "watcher/delivery/history.py": "DeliveryHistory: delivery and event pages, retention",
     "watcher/delivery/attempt_store.py": "AttemptStore: one attempt's read and its write",
     "watcher/delivery/subscriptions.py": "SubscriptionStore: subscriptions and their secrets",
+    "watcher/access/audit.py": "AuditLog: who changed what, and when",
+    "watcher/access/rate_limit.py": "RateLimiter: each API token's request bucket",
 }
 
 # Not stores, and allowed one kind of access each, for the reason given.

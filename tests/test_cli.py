@@ -352,7 +352,7 @@ def test_redis_lost_in_the_middle_of_a_command_is_one_line_too(
             raise redis.ConnectionError("Error 104 while reading from 127.0.0.1:6390")
 
     class Lost:
-        store = GoneStore()
+        payments = GoneStore()
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WATCHER_REDIS_URL", f"redis://:{WRONG_PASSWORD}@127.0.0.1:6390/0")

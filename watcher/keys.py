@@ -124,6 +124,15 @@ class Keys:
         """Hash: monotonically growing counters (polls, errors, transitions...)."""
         return f"{self._base}:counters"
 
+    @property
+    def audit(self) -> str:
+        """Stream: who changed what through the API or the CLI, and when (capped)."""
+        return f"{self._base}:audit"
+
+    def rate_limit(self, actor: str) -> str:
+        """Hash with a TTL: an API token's request bucket (tokens left, when counted)."""
+        return f"{self._base}:ratelimit:{actor}"
+
     # --- Voltage webhook ingress ------------------------------------------------------------------
     def ingress_seen(self, fingerprint: str) -> str:
         """String with a TTL: a Voltage webhook (by id or by body and timestamp) already taken."""

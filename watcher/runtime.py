@@ -16,6 +16,8 @@ import redis
 import requests
 from redis.sentinel import Sentinel
 
+from watcher.access.audit import AuditLog
+from watcher.access.rate_limit import RateLimiter
 from watcher.delivery.attempts import AttemptOutcome, DeliveryPolicy, attempt_chunk, ran_clean
 from watcher.delivery.dispatch import DispatchLimits, DueChunks
 from watcher.delivery.engine import DeliveryEngine
@@ -94,6 +96,8 @@ class Runtime:
     list_health: ListHealth
     list_jobs: ListJobs
     hints: HintLedger
+    audit: AuditLog
+    rate_limiter: RateLimiter
     clock: Callable[[], float] = time.time
     _voltage: VoltageClient | None = field(default=None, repr=False)
     _poll_voltage: VoltageClient | None = field(default=None, repr=False)
@@ -131,6 +135,13 @@ class Runtime:
                 fallback_after=settings.watcher_fallback_after,
                 base_backoff=settings.watcher_sweep_interval,
                 sweeps_enabled=settings.watcher_sweep_interval > 0,
+            ),
+            audit=AuditLog(client, keys),
+            rate_limiter=RateLimiter(
+                client,
+                keys,
+                rate=settings.watcher_api_rate_limit,
+                burst=settings.watcher_api_rate_burst,
             ),
             list_jobs=ListJobs(client, keys),
             hints=HintLedger(client, keys),

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     watcher_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     watcher_api_invoice_wait: float = Field(default=5.0, gt=0, le=60)
     watcher_api_max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    # Requests per second each API token may make (a token bucket of `burst`); 0: no limit.
+    watcher_api_rate_limit: float = Field(default=100.0, ge=0, le=100_000)
+    watcher_api_rate_burst: int = Field(default=200, ge=1, le=1_000_000)
 
     # --- Webhook delivery -------------------------------------------------------------------
     watcher_webhook_allow_private: bool = False

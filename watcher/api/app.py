@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 from watcher import __version__
 from watcher.api import (
     ingress,
+    routes_audit,
     routes_deliveries,
     routes_health,
     routes_payments,
@@ -25,6 +26,7 @@ from watcher.api.auth import BearerAuthMiddleware, require_token
 from watcher.api.context import ApiContext, CeleryKick, Kick
 from watcher.api.declared_routes import reject_unknown_query
 from watcher.api.error_handlers import install_error_handlers
+from watcher.api.errors import error_responses
 from watcher.api.metrics import build_registry
 from watcher.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from watcher.logging import get_logger
@@ -138,8 +140,8 @@ def _add_middleware(app: FastAPI, ctx: ApiContext, max_body_bytes: int) -> None:
 
 def _include_routers(app: FastAPI) -> None:
     protected = [Depends(require_token), Depends(reject_unknown_query)]
-    app.include_router(routes_payments.router, prefix="/v1", dependencies=protected)
-    app.include_router(routes_subscriptions.router, prefix="/v1", dependencies=protected)
-    app.include_router(routes_deliveries.router, prefix="/v1", dependencies=protected)
+    limited = error_responses(429)
+    for routes in (routes_payments, routes_subscriptions, routes_deliveries, routes_audit):
+        app.include_router(routes.router, prefix="/v1", dependencies=protected, responses=limited)
     app.include_router(ingress.router, prefix="/v1")
     app.include_router(routes_health.router)

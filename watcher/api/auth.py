@@ -14,6 +14,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from watcher.access.audit import token_actor
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError
 
@@ -43,15 +44,28 @@ def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     ctx: Annotated[ApiContext, Depends(get_context)],
 ) -> None:
-    """FastAPI dependency: 401 unless the request carries a configured bearer token."""
+    """FastAPI dependency: 401 unless the request carries a configured bearer token; 429
+    when that token is over its request rate (WATCHER_API_RATE_LIMIT)."""
     tokens = ctx.token_bytes
     if not tokens:
         raise ApiError(401, "unauthorized", NO_TOKENS_DETAIL, headers=_CHALLENGE)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", headers=_CHALLENGE)
     # Starlette decodes headers as latin-1: encoding back gives the bytes that were sent.
-    if not token_matches(credentials.credentials.encode("latin-1"), tokens):
+    given = credentials.credentials.encode("latin-1")
+    if not token_matches(given, tokens):
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", headers=_CHALLENGE)
+    rt = ctx.runtime
+    wait = rt.rate_limiter.retry_after(token_actor(given), rt.clock())
+    if wait is not None:
+        limiter = rt.rate_limiter
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this token made more than {limiter.rate:g} requests a second (bursts of "
+            f"{limiter.burst}); try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 class BearerAuthMiddleware:
@@ -72,7 +86,7 @@ class BearerAuthMiddleware:
         tokens = self.ctx.token_bytes
         detail = NO_TOKENS_DETAIL if not tokens else "missing or wrong bearer token"
         if tokens:
-            given = _bearer(scope)
+            given = bearer_of(scope)
             if given is not None and token_matches(given, tokens):
                 await self.app(scope, receive, send)
                 return
@@ -80,7 +94,8 @@ class BearerAuthMiddleware:
         await response(scope, receive, send)
 
 
-def _bearer(scope: Scope) -> bytes | None:
+def bearer_of(scope: Scope) -> bytes | None:
+    """The bearer token a request carries, as sent."""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             scheme, _, credentials = value.partition(b" ")

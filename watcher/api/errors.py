@@ -66,6 +66,7 @@ _DESCRIPTIONS = {
     500: "Internal error",
     502: "Voltage refused the watcher's credentials, or answered unexpectedly",
     503: "A dependency (Voltage or Redis) is unavailable; see Retry-After",
+    429: "Too many requests from this token: wait `Retry-After` seconds",
 }
 
 

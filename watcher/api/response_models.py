@@ -179,6 +179,25 @@ class EventPage(BaseModel):
     next_cursor: str | None
 
 
+# --- audit ---------------------------------------------------------------------------------
+
+
+class AuditEntryOut(BaseModel):
+    id: str = Field(description="The entry's id; pass it as `cursor` to read older ones.")
+    at: str
+    actor: str = Field(
+        description="`tok_` + 16 hex digits of the API token's SHA-256, or `cli:<user>`."
+    )
+    action: str
+    target: str = Field(description="The id of the payment, subscription or delivery.")
+    detail: str = Field(description="Names and counts only: never a URL, body or secret.")
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
 # --- ingress and health ---------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query
 
+from watcher.access.audit import AuditAction
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import error_responses, invalid, not_found
 from watcher.api.field_types import (
@@ -27,6 +28,7 @@ from watcher.api.response_models import (
     EventOut,
     EventPage,
 )
+from watcher.api.routes_audit import Audit
 from watcher.delivery.store import Delivery
 from watcher.logging import get_logger
 
@@ -101,7 +103,9 @@ def get_delivery(delivery_id: DeliveryId, ctx: Ctx) -> DeliveryDetail:
     summary="Send this delivery again (same event, same webhook-id)",
     responses=error_responses(401, 404, 422, 500, 503),
 )
-def redeliver(delivery_id: DeliveryId, ctx: Ctx, background: BackgroundTasks) -> DeliveryOut:
+def redeliver(
+    delivery_id: DeliveryId, ctx: Ctx, background: BackgroundTasks, audit: Audit
+) -> DeliveryOut:
     rt = ctx.runtime
     delivery = rt.deliveries.redeliver(delivery_id, rt.clock())
     if delivery is None:
@@ -113,6 +117,7 @@ def redeliver(delivery_id: DeliveryId, ctx: Ctx, background: BackgroundTasks) ->
         subscription_id=delivery.subscription_id,
         payment_id=delivery.payment_id,
     )
+    audit.record(AuditAction.REDELIVERED, delivery_id, delivery.subscription_id)
     return delivery_out(delivery)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
+from watcher.access.audit import AuditAction
 from watcher.api.context import ApiContext, get_context
 from watcher.api.dependency_errors import voltage_error
 from watcher.api.errors import error_responses, invalid, not_found
@@ -13,6 +14,7 @@ from watcher.api.field_types import PaymentIdText, PaymentStatusName, QueryBool
 from watcher.api.pagination import cursor_checked
 from watcher.api.request_models import PaymentCreate, WatchRequest
 from watcher.api.response_models import PaymentDetail, PaymentOut, PaymentPage, Transition
+from watcher.api.routes_audit import Audit
 from watcher.engine.records import PaymentRecord, transition_out
 from watcher.engine.watching import create_and_watch, watch_existing
 from watcher.logging import get_logger
@@ -53,7 +55,7 @@ def payment_out(record: PaymentRecord) -> PaymentOut:
     },
 )
 def create_payment(
-    body: PaymentCreate, ctx: Ctx, response: Response, background: BackgroundTasks
+    body: PaymentCreate, ctx: Ctx, response: Response, background: BackgroundTasks, audit: Audit
 ) -> PaymentOut:
     rt = ctx.runtime
     if body.wallet_id is None and not rt.settings.voltage_wallet_id:
@@ -86,6 +88,9 @@ def create_payment(
         invoice_ready=result.invoice_ready,
         status=record.status,
     )
+    if result.created:
+        amount = "any amount" if body.amount_msats is None else f"{body.amount_msats} msats"
+        audit.record(AuditAction.PAYMENT_CREATED, record.id, amount)
     return payment_out(record)
 
 
@@ -158,7 +163,7 @@ def get_payment(payment_id: PaymentId, ctx: Ctx) -> PaymentDetail:
     },
 )
 def create_watch(
-    body: WatchRequest, ctx: Ctx, response: Response, background: BackgroundTasks
+    body: WatchRequest, ctx: Ctx, response: Response, background: BackgroundTasks, audit: Audit
 ) -> PaymentOut:
     rt = ctx.runtime
     payment_id = str(body.payment_id)  # canonical: lower-case, as Voltage answers
@@ -174,4 +179,6 @@ def create_watch(
     elif result.record.is_final:
         background.add_task(ctx.kick_quietly)
     log.info("watch requested via the API", payment_id=payment_id, created=result.created)
+    if result.created:
+        audit.record(AuditAction.PAYMENT_WATCHED, payment_id)
     return payment_out(result.record)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
+from watcher.access.audit import AuditAction
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError, error_responses, invalid, not_found
 from watcher.api.field_types import QueryBool, SubscriptionIdText
@@ -19,6 +20,7 @@ from watcher.api.response_models import (
     SubscriptionWithSecret,
     TestEventResult,
 )
+from watcher.api.routes_audit import Audit
 from watcher.delivery.store import delivery_id_for
 from watcher.delivery.subscriptions import (
     InvalidSubscription,
@@ -63,7 +65,7 @@ def _get(ctx: ApiContext, subscription_id: str) -> Subscription:
     ),
     responses=error_responses(400, 401, 413, 422, 500, 503),
 )
-def create_subscription(body: SubscriptionCreate, ctx: Ctx) -> SubscriptionWithSecret:
+def create_subscription(body: SubscriptionCreate, ctx: Ctx, audit: Audit) -> SubscriptionWithSecret:
     filters = body.filters
     try:
         sub, secret = ctx.runtime.subscriptions.create(
@@ -77,6 +79,7 @@ def create_subscription(body: SubscriptionCreate, ctx: Ctx) -> SubscriptionWithS
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
     log.info("subscription created", subscription_id=sub.id, event_types=sub.event_types)
+    audit.record(AuditAction.SUBSCRIPTION_CREATED, sub.id, ", ".join(sub.event_types))
     return SubscriptionWithSecret.model_validate({**sub.to_public(), "secret": secret})
 
 
@@ -121,7 +124,7 @@ def get_subscription(subscription_id: SubscriptionId, ctx: Ctx) -> SubscriptionO
     responses=error_responses(400, 401, 404, 413, 422, 500, 503),
 )
 def update_subscription(
-    subscription_id: SubscriptionId, body: SubscriptionUpdate, ctx: Ctx
+    subscription_id: SubscriptionId, body: SubscriptionUpdate, ctx: Ctx, audit: Audit
 ) -> SubscriptionOut:
     given = body.model_fields_set
     changes: dict[str, Any] = {}
@@ -147,6 +150,7 @@ def update_subscription(
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
     log.info("subscription updated", subscription_id=sub.id, changed=sorted(changes))
+    audit.record(AuditAction.SUBSCRIPTION_CHANGED, sub.id, ", ".join(sorted(changes)))
     return subscription_out(sub)
 
 
@@ -158,12 +162,13 @@ def update_subscription(
     description="Pending deliveries to it are dead-lettered when their turn comes.",
     responses=error_responses(401, 404, 422, 500, 503),
 )
-def delete_subscription(subscription_id: SubscriptionId, ctx: Ctx) -> Response:
+def delete_subscription(subscription_id: SubscriptionId, ctx: Ctx, audit: Audit) -> Response:
     try:
         ctx.runtime.subscriptions.delete(subscription_id)
     except SubscriptionNotFound:
         raise not_found(f"no subscription with id {subscription_id!r}") from None
     log.info("subscription deleted", subscription_id=subscription_id)
+    audit.record(AuditAction.SUBSCRIPTION_DELETED, subscription_id)
     return Response(status_code=204)
 
 
@@ -173,7 +178,7 @@ def delete_subscription(subscription_id: SubscriptionId, ctx: Ctx) -> Response:
     summary="Make a new signing secret; the old one keeps signing for the overlap window",
     responses=error_responses(401, 404, 422, 500, 503),
 )
-def rotate_secret(subscription_id: SubscriptionId, ctx: Ctx) -> RotatedSecret:
+def rotate_secret(subscription_id: SubscriptionId, ctx: Ctx, audit: Audit) -> RotatedSecret:
     rt = ctx.runtime
     overlap = rt.settings.watcher_webhook_secret_overlap
     now = rt.clock()
@@ -183,6 +188,7 @@ def rotate_secret(subscription_id: SubscriptionId, ctx: Ctx) -> RotatedSecret:
     except SubscriptionNotFound:
         raise not_found(f"no subscription with id {subscription_id!r}") from None
     log.info("subscription secret rotated", subscription_id=sub.id, overlap=overlap)
+    audit.record(AuditAction.ROTATED, sub.id, f"overlap {overlap:g} s")
     expires = iso_timestamp(now + overlap) if had_secrets and overlap > 0 else None
     return RotatedSecret.model_validate(
         {**sub.to_public(), "secret": secret, "previous_secrets_expire_at": expires}
@@ -198,7 +204,7 @@ def rotate_secret(subscription_id: SubscriptionId, ctx: Ctx) -> RotatedSecret:
     responses=error_responses(401, 404, 409, 422, 500, 503),
 )
 def send_test_event(
-    subscription_id: SubscriptionId, ctx: Ctx, background: BackgroundTasks
+    subscription_id: SubscriptionId, ctx: Ctx, background: BackgroundTasks, audit: Audit
 ) -> TestEventResult:
     rt = ctx.runtime
     sub = _get(ctx, subscription_id)
@@ -216,6 +222,7 @@ def send_test_event(
     made = rt.deliveries.fan_out(event, now)
     background.add_task(ctx.kick_quietly)
     log.info("test event queued", subscription_id=subscription_id, event_id=event.event_id)
+    audit.record(AuditAction.TEST_SENT, subscription_id, event.event_id)
     return TestEventResult(
         event_id=event.event_id,
         subscription_id=subscription_id,
@@ -235,6 +242,7 @@ def recover(
     body: RecoverRequest,
     ctx: Ctx,
     background: BackgroundTasks,
+    audit: Audit,
 ) -> RecoverResult:
     rt = ctx.runtime
     since, until = body.since.timestamp(), body.until.timestamp()
@@ -245,4 +253,6 @@ def recover(
     if ids:
         background.add_task(ctx.kick_quietly)
     log.info("deliveries recovered", subscription_id=subscription_id, count=len(ids))
+    window = f"{iso_timestamp(since)} to {iso_timestamp(until)}"
+    audit.record(AuditAction.RECOVERED, subscription_id, f"{len(ids)} re-sent, {window}")
     return RecoverResult(subscription_id=subscription_id, count=len(ids), delivery_ids=ids)

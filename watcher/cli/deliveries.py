@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from watcher.access.audit import AuditAction
+from watcher.cli.audit import record
 from watcher.cli.common import echo_json, echo_table, fail, runtime_or_exit
 from watcher.cli.params import DELIVERY_ID, SUBSCRIPTION_ID
 from watcher.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
@@ -73,8 +75,10 @@ def redeliver(delivery_id: str) -> None:
     from watcher.tasks import dispatch_due_deliveries_now
 
     rt = runtime_or_exit()
-    if rt.deliveries.redeliver(delivery_id, time.time()) is None:
+    delivery = rt.deliveries.redeliver(delivery_id, time.time())
+    if delivery is None:
         fail(f"no delivery {delivery_id!r}")
+    record(rt, AuditAction.REDELIVERED, delivery_id, delivery.subscription_id)
     dispatch_due_deliveries_now(rt)
     click.echo(f"{delivery_id}: queued for re-sending")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from watcher.access.audit import AuditAction
+from watcher.cli.audit import record
 from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
 from watcher.cli.params import PAYMENT_ID
 from watcher.engine.list_health import HealthState
@@ -52,6 +54,9 @@ def create(
         )
     except (VoltageError, ValueError) as exc:
         fail(str(exc))
+    if result.created:
+        amount = "any amount" if amount_msats is None else f"{amount_msats} msats"
+        record(rt, AuditAction.PAYMENT_CREATED, result.record.id, amount)
     if as_json:
         echo_json(result.record.to_public())
         return
@@ -71,6 +76,8 @@ def watch(payment_id: str) -> None:
         fail(f"Voltage has no payment {payment_id!r} in this environment")
     except VoltageError as exc:
         fail(str(exc))
+    if result.created:
+        record(rt, AuditAction.PAYMENT_WATCHED, payment_id)
     state = "now watching" if result.created else "already watched"
     click.echo(f"{payment_id}: {state} (status {result.record.status})")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from watcher.access.audit import AuditAction
+from watcher.cli.audit import record
 from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
 from watcher.cli.params import SUBSCRIPTION_ID
 from watcher.delivery.subscriptions import (
@@ -62,6 +64,7 @@ def add(
         )
     except InvalidSubscription as exc:
         fail(str(exc))
+    record(rt, AuditAction.SUBSCRIPTION_CREATED, sub.id, ", ".join(sub.event_types))
     if as_json:
         echo_json({**sub.to_public(), "secret": secret})
         return
@@ -97,6 +100,7 @@ def rotate(subscription_id: str) -> None:
     _get(rt, subscription_id)
     overlap = rt.settings.watcher_webhook_secret_overlap
     _, secret = rt.subscriptions.rotate_secret(subscription_id, overlap=overlap)
+    record(rt, AuditAction.ROTATED, subscription_id, f"overlap {overlap:g} s")
     click.echo(f"secret: {secret}   (shown once; the old secret also signs for {overlap:g} s)")
 
 
@@ -107,6 +111,7 @@ def disable(subscription_id: str, reason: str) -> None:
     rt = runtime_or_exit()
     _get(rt, subscription_id)
     rt.subscriptions.disable(subscription_id, reason)
+    record(rt, AuditAction.SUBSCRIPTION_CHANGED, subscription_id, "enabled (false)")
     click.echo(f"{subscription_id}: disabled ({reason})")
 
 
@@ -116,6 +121,7 @@ def enable(subscription_id: str) -> None:
     rt = runtime_or_exit()
     _get(rt, subscription_id)
     rt.subscriptions.update(subscription_id, enabled=True)
+    record(rt, AuditAction.SUBSCRIPTION_CHANGED, subscription_id, "enabled (true)")
     click.echo(f"{subscription_id}: enabled")
 
 
@@ -128,6 +134,7 @@ def send_test(subscription_id: str) -> None:
     rt = runtime_or_exit()
     _get(rt, subscription_id)
     event = rt.deliveries.add_test_event(subscription_id)
+    record(rt, AuditAction.TEST_SENT, subscription_id, event.event_id)
     fan_out_and_dispatch(rt)
     click.echo(f"test event {event.event_id} queued; see `watcher deliveries list`")
 
@@ -138,6 +145,7 @@ def delete(subscription_id: str) -> None:
     rt = runtime_or_exit()
     _get(rt, subscription_id)
     rt.subscriptions.delete(subscription_id)
+    record(rt, AuditAction.SUBSCRIPTION_DELETED, subscription_id)
     click.echo(f"{subscription_id}: deleted")
 
 

@@ -39,6 +39,7 @@ class Scripts:
     record_poll: Script
     begin_attempt: Script
     finish_attempt: Script
+    take_request: Script
 
 
 _registered: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()

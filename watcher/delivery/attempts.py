@@ -123,13 +123,13 @@ def attempt_chunk(
             deliveries.release_claims(delivery_ids[index:], clock())
             break
         rest = delivery_ids[index + 1 :]
-        then_id = rest[0] if rest and clock() < deadline else None
+        next_up = Next(rest[0], deadline, clock) if rest else None
         bind(delivery_id=delivery_id)
         try:
             if begun is None:
                 now = clock()
                 begun = deliveries.attempts.begin(delivery_id, now, policy.slot), now
-            outcome, begun = attempt_begun(deliveries, session, policy, *begun, then_id, clock)
+            outcome, begun = attempt_begun(deliveries, session, policy, *begun, next_up)
         finally:
             unbind("delivery_id")
         outcomes.append(outcome)
@@ -156,7 +156,21 @@ def attempt_delivery(
     """One attempt in two Redis round trips: the read that takes a slot, the POST, the write
     that records it and gives the slot back."""
     begun = deliveries.attempts.begin(delivery_id, now, policy.slot)
-    return attempt_begun(deliveries, session, policy, begun, now, None, lambda: now)[0]
+    return attempt_begun(deliveries, session, policy, begun, now, None)[0]
+
+
+@dataclass(frozen=True)
+class Next:
+    """A chunk's next delivery, begun by the write after a success if that write comes
+    before `deadline`: decided after the POST, which may have taken its whole timeout."""
+
+    delivery_id: str
+    deadline: float
+    clock: Callable[[], float]
+
+    def then(self, slot: SlotTerms) -> Then | None:
+        now = self.clock()
+        return Then(self.delivery_id, now, slot) if now < self.deadline else None
 
 
 def attempt_begun(
@@ -165,10 +179,9 @@ def attempt_begun(
     policy: DeliveryPolicy,
     begun: Begun,
     now: float,
-    then_id: str | None,
-    clock: Callable[[], float],
+    next_up: Next | None,
 ) -> tuple[AttemptOutcome, tuple[Begun, float] | None]:
-    """The attempt of a begun delivery; after a success, `then_id` is begun by the same
+    """The attempt of a begun delivery; after a success, `next_up` is begun by the same
     write, and comes back with the time it was begun at."""
     delivery, sub, event = begun.delivery, begun.subscription, begun.event
     if begun.outcome in (Begin.SKIPPED, Begin.POSTPONED) or delivery is None:
@@ -182,13 +195,18 @@ def attempt_begun(
             reason = "event no longer stored"
         deliveries.finish_without_attempt(delivery, reason=reason, now=now)
         return DROPPED, None
+    then: Then | None = None
     try:
         result = _post(session, policy, sub, event, now)
+        if next_up is not None and result.succeeded:
+            then = next_up.then(policy.slot)
+        outcome, next_begun = _record(deliveries, policy, delivery, sub, result, now, then)
     except BaseException:
-        deliveries.release_slot(sub.id, delivery.id)  # the write that gives it back never ran
+        # The write that gives the slots back may not have run (or not all of it).
+        deliveries.release_slot(sub.id, delivery.id)
+        if then is not None:
+            deliveries.release_slot(sub.id, then.delivery_id)
         raise
-    then = Then(then_id, clock(), policy.slot) if then_id and result.succeeded else None
-    outcome, next_begun = _record(deliveries, policy, delivery, sub, result, now, then)
     return outcome, (next_begun, then.now) if then is not None and next_begun else None
 
 

@@ -4,7 +4,8 @@
 -- the write after one attempt is also the read before the next.
 -- A missing or finished delivery leaves the schedules: {'skipped'}. A subscription gone or
 -- disabled, or an event no longer stored, takes no slot: {'drop', ...} (the caller
--- dead-letters it). No free slot puts the delivery back on its schedule: {'postponed'}.
+-- dead-letters it). No free slot puts the delivery back on its schedule, and a delivery
+-- whose POST is under way is left to it: {'postponed'}.
 -- Else {'acquired', delivery, subscription, event fields}, each a flat field/value list.
 -- sub_head is a subscription's key up to its id, inflight_tail its in-flight key after the id
 -- (both made by keys.py; they share the hash tag of KEYS, so a script stays on one slot).
@@ -39,15 +40,20 @@ local function begin_attempt(delivery_key, deliver_schedule, retry_schedule, out
   end
   local inflight = sub_head .. sub_id .. inflight_tail
   redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
-  local holds = redis.call('ZSCORE', inflight, id)
-  if not holds and redis.call('ZCARD', inflight) >= tonumber(cap) then
-    local schedule = deliver_schedule
-    if tonumber(delivery.attempts or '0') > 0 then
-      schedule = retry_schedule
-    end
-    redis.call('ZADD', schedule, 'XX', postpone_until, id)
+  if redis.call('ZSCORE', inflight, id) then
+    -- Its POST is under way on another thread (whose claim ran out): never a second one.
+    -- That thread renewed the claim when it began, so the schedule is left as it is.
     return {'postponed'}
   end
+  if redis.call('ZCARD', inflight) >= tonumber(cap) then
+    -- A re-send waits on the first-attempt schedule whatever its attempts: XX on both.
+    redis.call('ZADD', deliver_schedule, 'XX', postpone_until, id)
+    redis.call('ZADD', retry_schedule, 'XX', postpone_until, id)
+    return {'postponed'}
+  end
+  -- The claim runs from now, however long the chunk took to reach this delivery.
+  redis.call('ZADD', deliver_schedule, 'XX', lease_end, id)
+  redis.call('ZADD', retry_schedule, 'XX', lease_end, id)
   redis.call('ZADD', inflight, lease_end, id)
   return {'acquired', flat, sub, event}
 end

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
 
 from tests.conftest import Stack
 from tests.test_api import OTHER_TOKEN, TOKEN, ApiClient, api_stack, error_of, ok, serve
@@ -142,3 +143,27 @@ def test_the_cli_records_its_user_and_reads_the_log(make_stack: Callable[..., St
     assert bad.returncode != 0
     assert "--before" in bad.stderr
     assert sub["secret"] not in raw_log(stack)
+
+
+class NoStreams:
+    """A Redis client whose XADD fails, as during a failover."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def xadd(self, *_args: Any, **_kwargs: Any) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+
+def test_a_change_whose_entry_cannot_be_written_still_answers_its_secret(
+    api: ApiClient, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscription exists once it is created: its one-time secret must reach the caller
+    even when the audit entry after it fails."""
+    monkeypatch.setattr(stack.runtime.audit, "redis", NoStreams(stack.runtime.redis))
+    sub = ok(api.post("/v1/subscriptions", {"url": "http://127.0.0.1:9/hook"}), 201)
+    assert sub["secret"].startswith("whsec_")
+    rotated = ok(api.post(f"/v1/subscriptions/{sub['id']}/rotate-secret"))
+    assert rotated["secret"].startswith("whsec_")
+    monkeypatch.undo()
+    assert entries(api) == []

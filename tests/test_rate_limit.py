@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import redis
+from pydantic import ValidationError
 
 from tests.conftest import Stack
 from tests.support import wait_until
 from tests.test_api import OTHER_TOKEN, TOKEN, api_stack, error_of, ok, serve
 from watcher.access.audit import token_actor
+from watcher.access.rate_limit import RateLimiter
+from watcher.keys import Keys
+from watcher.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,3 +54,22 @@ def test_bursts_within_the_limit_pass_and_zero_turns_it_off(
         for _ in range(30):
             ok(api.get("/v1/subscriptions"))
         assert not stack.runtime.redis.keys(stack.runtime.payments.keys.rate_limit("*"))
+
+
+def test_a_process_whose_clock_is_behind_adds_no_tokens(redis_client: redis.Redis) -> None:
+    """API processes share one bucket but not one clock: a request stamped earlier than the
+    bucket's last must not wind it back, or the next one is refilled for the skew."""
+    limiter = RateLimiter(redis_client, Keys("rl"), rate=1.0, burst=2)
+    assert limiter.retry_after("tok_a", 1000.0) is None
+    assert limiter.retry_after("tok_a", 1000.0) is None
+    assert limiter.retry_after("tok_a", 990.0) is not None  # ten seconds behind
+    assert limiter.retry_after("tok_a", 1000.5) is not None, "half a token since 1000"
+    assert limiter.retry_after("tok_a", 1001.0) is None
+
+
+@pytest.mark.parametrize("rate", ["1e-9", "0.001"])
+def test_a_rate_too_small_to_refill_is_refused_naming_the_variable(rate: str) -> None:
+    """Slower than a request every 100 s is a typo for 0 (off), and a tiny rate would make the
+    bucket's expiry overflow."""
+    with pytest.raises(ValidationError, match="watcher_api_rate_limit"):
+        Settings(_env_file=None, watcher_api_rate_limit=rate)  # type: ignore[call-arg]

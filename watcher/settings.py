@@ -27,6 +27,9 @@ class ConfigError(Exception):
     """A setting is missing or wrong; the message names the variable and what it expects."""
 
 
+# The slowest API rate limit: a request every 100 s (slower is a typo for 0, which is off).
+MIN_API_RATE = 0.01
+
 VOLTAGE_CREDENTIAL_FIELDS = (
     "voltage_api_key",
     "voltage_organization_id",
@@ -271,6 +274,13 @@ class Settings(BaseSettings):
                 f"WATCHER_WEBHOOK_TIMEOUT ({longest:g} s), or slow attempts run twice"
             )
         return self
+
+    @field_validator("watcher_api_rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, rate: float) -> float:
+        if 0 < rate < MIN_API_RATE:
+            raise ValueError(f"must be 0 (no limit) or at least {MIN_API_RATE} requests a second")
+        return rate
 
     @model_validator(mode="after")
     def _check_delays(self) -> Settings:

@@ -17,8 +17,11 @@ from typing import Any, cast
 import redis
 
 from watcher.keys import Keys
+from watcher.logging import get_logger
 from watcher.paging import stream_page
 from watcher.timing import iso_timestamp
+
+log = get_logger(__name__)
 
 # About a year of a busy operator's changes; XADD trims approximately, so it costs nothing.
 MAX_ENTRIES = 100_000
@@ -89,6 +92,7 @@ class AuditLog:
     def record(
         self, actor: str, action: AuditAction, target: str, now: float, detail: str = ""
     ) -> None:
+        """Best effort, after the change: an entry that cannot be written is logged instead."""
         fields = {
             "at": iso_timestamp(now),
             "actor": actor,
@@ -96,7 +100,13 @@ class AuditLog:
             "target": target,
             "detail": detail,
         }
-        self.redis.xadd(self.keys.audit, cast(Any, fields), maxlen=MAX_ENTRIES, approximate=True)
+        try:
+            self.redis.xadd(
+                self.keys.audit, cast(Any, fields), maxlen=MAX_ENTRIES, approximate=True
+            )
+        except redis.RedisError:
+            # The change is made: failing now would lose what it answers (a one-time secret).
+            log.exception("audit entry not written", **fields)
 
     def page(
         self,

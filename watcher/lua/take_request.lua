@@ -11,7 +11,9 @@ local taken = tokens >= 1
 if taken then
   tokens = tokens - 1
 end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at', ARGV[1])
+-- API processes' clocks differ: a request stamped before the last one never winds `at` back.
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at',
+           string.format('%.6f', math.max(at, now)))
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 if taken then
   return {1, '0'}

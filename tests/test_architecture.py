@@ -101,6 +101,7 @@ STORES = {
     "watcher/delivery/subscriptions.py": "SubscriptionStore: subscriptions and their secrets",
     "watcher/access/audit.py": "AuditLog: who changed what, and when",
     "watcher/access/rate_limit.py": "RateLimiter: each API token's request bucket",
+    "watcher/access/tenants.py": "TenantStore: apps and their hashed API keys",
 }
 
 # Not stores, and allowed one kind of access each, for the reason given.

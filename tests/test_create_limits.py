@@ -142,3 +142,26 @@ def test_api_and_engine_share_voltage_limits() -> None:
     assert models.MAX_METADATA_ENTRIES == limits.MAX_METADATA_ENTRIES
     assert models.MAX_METADATA_LENGTH == limits.MAX_METADATA_LENGTH
     assert models.MAX_MSATS == limits.MAX_AMOUNT_MSATS
+
+
+@pytest.mark.parametrize("wallet_id", ["\t", "   "])
+def test_a_blank_wallet_id_is_a_422_not_a_500(
+    make_stack: Callable[..., Stack], sim_control: SimControl, wallet_id: str
+) -> None:
+    """Found by schemathesis: a wallet id of only whitespace passed the model and the client
+    refused it mid-request (a 500)."""
+    stack = make_stack(WATCHER_API_TOKENS=TOKEN)
+    before = create_count(sim_control)
+    with ApiServer(create_app(stack.runtime, invoice_wait=3.0)) as server:
+        answer = requests.post(
+            f"{server.base_url}/v1/payments",
+            json={"amount_msats": 1000, "wallet_id": wallet_id},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+    assert answer.status_code == 422, answer.text
+    fields = answer.json()["error"]["fields"]
+    assert fields == [
+        {"field": "body.wallet_id", "message": "must hold something besides whitespace"}
+    ]
+    assert create_count(sim_control) == before

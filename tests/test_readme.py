@@ -17,12 +17,14 @@ import re
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import Stack
 from tests.support import clean_env, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -164,7 +166,7 @@ def test_the_readme_try_it_path_runs_as_written(tmp_path: Path, shells: list[She
 
 def http_block() -> str:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## HTTP API") : readme.index("## Receiving webhooks")]
+    section = readme[readme.index("## HTTP API") : readme.index("### Apps and keys")]
     (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
     # One answer a line: curl prints none of its own.
     return block.replace("curl -s ", "curl -s -w '\\n' ")
@@ -175,3 +177,21 @@ def test_the_readme_receiver_is_examples_receiver_py() -> None:
     readme = (ROOT / "README.md").read_text()
     (snippet,) = re.findall(r"```python\n(webhook = .*?)```", readme, flags=re.DOTALL)
     assert snippet in (ROOT / "examples" / "receiver.py").read_text()
+
+
+def test_the_readme_apps_and_keys_block_runs_as_written(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Apps and keys") : readme.index("## Receiving webhooks")]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    env = {**stack.env, "PATH": f"{Path(sys.executable).parent}:{stack.env.get('PATH', '')}"}
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.count("vwk_") == 2, ran.stdout  # the read key, the rotated one
+    assert "deleted app shop (keys revoked: 1," in ran.stdout  # the other one was revoked
+    keys = stack.runtime.tenants.all_keys()
+    assert len(keys) == 2
+    assert all(k.revoked_at is not None for k in keys)

@@ -133,6 +133,34 @@ class Keys:
         """Hash with a TTL: an API token's request bucket (tokens left, when counted)."""
         return f"{self._base}:ratelimit:{actor}"
 
+    # --- apps and their API keys --------------------------------------------------------------
+    def app(self, app_id: str) -> str:
+        """Hash: an app (tenant): its id, name, when it was made."""
+        return f"{self._base}:app:{app_id}"
+
+    def app_name(self, name: str) -> str:
+        """String: the id of the app with this name (names are unique)."""
+        return f"{self._base}:app-name:{name}"
+
+    @property
+    def apps_index(self) -> str:
+        """Sorted set: every app id, scored by when it was made."""
+        return f"{self._base}:apps"
+
+    def api_key(self, key_id: str) -> str:
+        """Hash: an API key by its id: its app, scope, the SHA-256 of the key, dates."""
+        return f"{self._base}:apikey:{key_id}"
+
+    def api_key_digest(self, digest: str) -> str:
+        """Hash: the same key found by the SHA-256 of what a request presents (id, app,
+        scope): one read authenticates it; deleting it revokes the key at once."""
+        return f"{self._base}:apikey-digest:{digest}"
+
+    @property
+    def api_keys_index(self) -> str:
+        """Sorted set: every API key id, scored by when it was made."""
+        return f"{self._base}:apikeys"
+
     # --- Voltage webhook ingress ------------------------------------------------------------------
     def ingress_seen(self, fingerprint: str) -> str:
         """String with a TTL: a Voltage webhook (by id or by body and timestamp) already taken."""

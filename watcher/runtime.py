@@ -18,6 +18,7 @@ from redis.sentinel import Sentinel
 
 from watcher.access.audit import AuditLog
 from watcher.access.rate_limit import RateLimiter
+from watcher.access.tenants import TenantStore
 from watcher.delivery.attempts import AttemptOutcome, DeliveryPolicy, attempt_chunk, ran_clean
 from watcher.delivery.dispatch import DispatchLimits, DueChunks
 from watcher.delivery.engine import DeliveryEngine
@@ -98,6 +99,7 @@ class Runtime:
     hints: HintLedger
     audit: AuditLog
     rate_limiter: RateLimiter
+    tenants: TenantStore
     clock: Callable[[], float] = time.time
     _voltage: VoltageClient | None = field(default=None, repr=False)
     _poll_voltage: VoltageClient | None = field(default=None, repr=False)
@@ -143,6 +145,7 @@ class Runtime:
                 rate=settings.watcher_api_rate_limit,
                 burst=settings.watcher_api_rate_burst,
             ),
+            tenants=TenantStore(client, keys),
             list_jobs=ListJobs(client, keys),
             hints=HintLedger(client, keys),
         )

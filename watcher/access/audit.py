@@ -37,6 +37,11 @@ class AuditAction(StrEnum):
     TEST_SENT = "subscription.test_sent"
     RECOVERED = "subscription.recovered"
     REDELIVERED = "delivery.redelivered"
+    APP_CREATED = "app.created"
+    APP_DELETED = "app.deleted"
+    KEY_CREATED = "key.created"
+    KEY_REVOKED = "key.revoked"
+    KEY_ROTATED = "key.rotated"
 
 
 def token_actor(token: bytes) -> str:

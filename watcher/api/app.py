@@ -21,6 +21,7 @@ from watcher.api import (
     routes_health,
     routes_payments,
     routes_subscriptions,
+    routes_tenants,
 )
 from watcher.api.auth import BearerAuthMiddleware, require_token
 from watcher.api.context import ApiContext, CeleryKick, Kick
@@ -140,8 +141,15 @@ def _add_middleware(app: FastAPI, ctx: ApiContext, max_body_bytes: int) -> None:
 
 def _include_routers(app: FastAPI) -> None:
     protected = [Depends(require_token), Depends(reject_unknown_query)]
-    limited = error_responses(429)
-    for routes in (routes_payments, routes_subscriptions, routes_deliveries, routes_audit):
+    limited = error_responses(403, 429)
+    routers = (
+        routes_payments,
+        routes_subscriptions,
+        routes_deliveries,
+        routes_audit,
+        routes_tenants,
+    )
+    for routes in routers:
         app.include_router(routes.router, prefix="/v1", dependencies=protected, responses=limited)
     app.include_router(ingress.router, prefix="/v1")
     app.include_router(routes_health.router)

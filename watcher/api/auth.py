@@ -1,8 +1,10 @@
-"""Bearer tokens for everything under /v1 (except Voltage's own webhooks).
+"""Bearer credentials for everything under /v1 (except Voltage's own webhooks).
 
-Tokens come from WATCHER_API_TOKENS. Every configured token is compared, in constant time, with
-no early exit, so timing says nothing about which token (or which prefix) came close. A
-refusal never says why beyond "missing or wrong": no hint about which tokens exist.
+Two kinds: the bootstrap tokens of WATCHER_API_TOKENS (admins), and API keys made with
+`watcher keys create` (an app's, read or write, or an admin's), kept hashed in Redis. Every
+configured token is compared, in constant time, with no early exit, so timing says nothing
+about which token (or which prefix) came close; a key is found by its SHA-256. A refusal
+never says why beyond "missing or wrong": no hint about which tokens or keys exist.
 """
 
 from __future__ import annotations
@@ -10,25 +12,31 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from watcher.access.audit import token_actor
+from watcher.access.principal import Principal
+from watcher.access.principal import Scope as KeyScope
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="bearerAuth",
-    description="A token from WATCHER_API_TOKENS, as `Authorization: Bearer <token>`.",
+    description=(
+        "An API key (`vwk_...`, from `watcher keys create`) or a token from WATCHER_API_TOKENS, "
+        "as `Authorization: Bearer <key>`."
+    ),
 )
 
 PROTECTED_PREFIX = "/v1/"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="voltage-watcher"'}
 NO_TOKENS_DETAIL = (
     "the API has no tokens configured: the operator must set WATCHER_API_TOKENS "
-    "(comma-separated, at least 16 characters each)"
+    "(comma-separated, at least 16 characters each) or make a key with `watcher keys create`"
 )
 
 
@@ -40,29 +48,62 @@ def token_matches(given: bytes, tokens: list[bytes]) -> bool:
     return matched
 
 
+def authenticate(ctx: ApiContext, given: bytes) -> Principal | None:
+    """Who `given` acts for: a bootstrap token is an admin; else an API key, or no one."""
+    if token_matches(given, ctx.token_bytes):
+        return Principal(token_actor(given), None)
+    return ctx.runtime.tenants.authenticate(given)
+
+
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_STATE = "principal"
+
+
 def require_token(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     ctx: Annotated[ApiContext, Depends(get_context)],
-) -> None:
-    """FastAPI dependency: 401 unless the request carries a configured bearer token; 429
-    when that token is over its request rate (WATCHER_API_RATE_LIMIT)."""
-    tokens = ctx.token_bytes
-    if not tokens:
+) -> Principal:
+    """FastAPI dependency: who the request acts for. 401 unless it carries a configured token
+    or a live API key; 429 when that caller is over its request rate; 403 when a read-only
+    key asks for a change."""
+    if not ctx.token_bytes and not ctx.runtime.tenants.any_keys():
         raise ApiError(401, "unauthorized", NO_TOKENS_DETAIL, headers=_CHALLENGE)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", headers=_CHALLENGE)
-    # Starlette decodes headers as latin-1: encoding back gives the bytes that were sent.
-    given = credentials.credentials.encode("latin-1")
-    if not token_matches(given, tokens):
+    stashed = request.scope.get("state", {}).get(_STATE)
+    principal = stashed if isinstance(stashed, Principal) else None
+    if principal is None:
+        # Starlette decodes headers as latin-1: encoding back gives the bytes that were sent.
+        principal = authenticate(ctx, credentials.credentials.encode("latin-1"))
+    if principal is None:
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", headers=_CHALLENGE)
+    _check_rate(ctx, principal)
+    if principal.scope is KeyScope.READ and request.method not in _READS:
+        raise ApiError(403, "forbidden", "this API key is read-only: it cannot change anything")
+    return principal
+
+
+def require_admin(principal: Annotated[Principal, Depends(require_token)]) -> Principal:
+    """For routes over every app (apps, keys, the audit log): an app's key gets 403."""
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "this needs an admin key; an app's key cannot use it")
+    return principal
+
+
+Caller = Annotated[Principal, Depends(require_token)]
+Admin = Annotated[Principal, Depends(require_admin)]
+
+
+def _check_rate(ctx: ApiContext, principal: Principal) -> None:
     rt = ctx.runtime
-    wait = rt.rate_limiter.retry_after(token_actor(given), rt.clock())
+    wait = rt.rate_limiter.retry_after(principal.actor, rt.clock())
     if wait is not None:
         limiter = rt.rate_limiter
         raise ApiError(
             429,
             "rate_limited",
-            f"this token made more than {limiter.rate:g} requests a second (bursts of "
+            f"this key made more than {limiter.rate:g} requests a second (bursts of "
             f"{limiter.burst}); try again in {wait} s",
             headers={"Retry-After": str(wait)},
         )
@@ -83,15 +124,22 @@ class BearerAuthMiddleware:
         if not path.startswith(PROTECTED_PREFIX) or path in self.exempt:
             await self.app(scope, receive, send)
             return
-        tokens = self.ctx.token_bytes
-        detail = NO_TOKENS_DETAIL if not tokens else "missing or wrong bearer token"
-        if tokens:
-            given = bearer_of(scope)
-            if given is not None and token_matches(given, tokens):
-                await self.app(scope, receive, send)
-                return
+        given = bearer_of(scope)
+        principal = None
+        if given is not None:
+            principal = await run_in_threadpool(authenticate, self.ctx, given)
+        if principal is not None:
+            scope.setdefault("state", {})[_STATE] = principal
+            await self.app(scope, receive, send)
+            return
+        detail = "missing or wrong bearer token"
+        if not self.ctx.token_bytes and not await run_in_threadpool(self._any_keys):
+            detail = NO_TOKENS_DETAIL
         response = ApiError(401, "unauthorized", detail, headers=_CHALLENGE).response()
         await response(scope, receive, send)
+
+    def _any_keys(self) -> bool:
+        return self.ctx.runtime.tenants.any_keys()
 
 
 def bearer_of(scope: Scope) -> bytes | None:

@@ -59,6 +59,7 @@ def not_found(what: str) -> ApiError:
 _DESCRIPTIONS = {
     400: "The body is not valid JSON",
     401: "Missing or wrong bearer token",
+    403: "This key may not do this (a read-only key's change, or an admin-only route)",
     404: "Not found",
     409: "Conflict",
     413: "The body is larger than the limit",

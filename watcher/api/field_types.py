@@ -37,7 +37,10 @@ EventTypeName = Literal["payment.completed", "payment.failed", "payment.expired"
 
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_LENGTH)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_LENGTH)]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+# Something besides whitespace: Voltage and the client refuse a blank id.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S")
+]
 
 # Date, time, optional seconds and fraction, optional zone (AwareDatetime names a missing one).
 _RFC3339 = re.compile(

@@ -6,7 +6,7 @@ refuse lone UTF-16 surrogates, which JSON can carry but Redis cannot store.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -170,3 +170,16 @@ class SubscriptionUpdate(RequestModel):
 class RecoverRequest(RequestModel):
     since: Rfc3339 = Field(description="RFC 3339, with a time zone.")
     until: Rfc3339 = Field(description="RFC 3339, with a time zone.")
+
+
+AppName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+
+
+class AppCreate(RequestModel):
+    name: AppName = Field(description="Lower-case letters, digits, '.', '_', '-'; unique.")
+
+
+class KeyCreate(RequestModel):
+    app: AppName | None = Field(None, description="The app the key acts for.")
+    admin: StrictBool = Field(False, description="An admin key (sees and changes everything).")
+    scope: Literal["read", "write"] = Field("write", description="`read` cannot change.")

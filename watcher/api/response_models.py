@@ -55,6 +55,7 @@ class PaymentOut(BaseModel):
     final_at: str | None
     event_id: str | None
     version: int
+    app_id: str | None = Field(None, description="The app that owns it; null: an admin's.")
 
 
 class Transition(BaseModel):
@@ -94,6 +95,7 @@ class SubscriptionOut(BaseModel):
     disabled_reason: str | None
     created_at: str
     updated_at: str
+    app_id: str | None = Field(None, description="The app that owns it; null: an admin's.")
 
 
 class SubscriptionWithSecret(SubscriptionOut):
@@ -154,6 +156,7 @@ class DeliveryOut(BaseModel):
     last_status_code: int | None
     last_error: str | None
     succeeded_at: str | None
+    app_id: str | None = Field(None, description="The app that owns it; null: an admin's.")
 
 
 class DeliveryDetail(DeliveryOut):
@@ -172,6 +175,7 @@ class EventOut(BaseModel):
     subscription_id: str | None = Field(description="Set on `webhook.test` events only.")
     created_at: str
     body: dict[str, Any] = Field(description="The exact JSON every delivery carries, parsed.")
+    app_id: str | None = Field(None, description="The app that owns it; null: an admin's.")
 
 
 class EventPage(BaseModel):
@@ -215,3 +219,41 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     redis: Literal["ok"]
+
+
+class AppOut(BaseModel):
+    id: str
+    name: str
+    created_at: str
+
+
+class KeyOut(BaseModel):
+    id: str = Field(description="Names the key in the audit log; not a secret.")
+    app: str | None = Field(description="The app's name; null for an admin key.")
+    admin: bool
+    scope: str
+    created_at: str | None
+    rotated_at: str | None
+    revoked_at: str | None
+
+
+class KeyWithSecret(KeyOut):
+    key: str = Field(description="The key itself, shown only here: store it now.")
+
+
+class AppDetail(AppOut):
+    keys: list[KeyOut]
+
+
+class AppPage(BaseModel):
+    items: list[AppOut]
+
+
+class KeyPage(BaseModel):
+    items: list[KeyOut]
+
+
+class AppDeleted(BaseModel):
+    app: AppOut
+    revoked_keys: list[str]
+    disabled_subscriptions: list[str]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from watcher.access.audit import AuditAction, AuditLog, token_actor
-from watcher.api.auth import bearer_of
+from watcher.access.audit import AuditAction, AuditLog
+from watcher.api.auth import Admin, Caller
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import error_responses
 from watcher.api.field_types import StreamCursor
@@ -31,9 +31,8 @@ class AuditTrail:
         self.log.record(self.actor, action, target, self.ctx.runtime.clock(), detail)
 
 
-def audit_trail(request: Request, ctx: Ctx) -> AuditTrail:
-    token = bearer_of(request.scope) or b""  # the middleware let only a valid token through
-    return AuditTrail(ctx.runtime.audit, token_actor(token), ctx)
+def audit_trail(caller: Caller, ctx: Ctx) -> AuditTrail:
+    return AuditTrail(ctx.runtime.audit, caller.actor, ctx)
 
 
 Audit = Annotated[AuditTrail, Depends(audit_trail)]
@@ -46,12 +45,14 @@ Audit = Annotated[AuditTrail, Depends(audit_trail)]
     description=(
         "One entry per change made through the API or the CLI: creates, watches, subscription "
         "changes and deletes, secret rotations, tests, recovers and redeliveries. An API "
-        "token appears as its id (`tok_` + 16 hex digits of its SHA-256), never itself."
+        "token appears as its id (`tok_` + 16 hex digits of its SHA-256), an API key as its id "
+        "(`key_...`), never itself. Admin keys only."
     ),
-    responses=error_responses(401, 422, 500, 503),
+    responses=error_responses(401, 403, 422, 500, 503),
 )
 def list_audit(
     ctx: Ctx,
+    _admin: Admin,
     actor: Annotated[str | None, Query(max_length=64, description="Only this actor")] = None,
     action: Annotated[AuditAction | None, Query(description="Only this action")] = None,
     target: Annotated[

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query
 
 from watcher.access.audit import AuditAction
+from watcher.api.auth import Caller
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import error_responses, invalid, not_found
 from watcher.api.field_types import (
@@ -62,6 +63,7 @@ def delivery_out(delivery: Delivery) -> DeliveryOut:
 )
 def list_deliveries(
     ctx: Ctx,
+    caller: Caller,
     subscription_id: OptionalSubscriptionId = None,
     status: Annotated[DeliveryStatus | None, Query(description="Only this status")] = None,
     event_id: OptionalEventId = None,
@@ -70,6 +72,8 @@ def list_deliveries(
 ) -> DeliveryPage:
 
     def keep(delivery: Delivery) -> bool:
+        if not caller.owns(delivery.app):
+            return False
         if status is not None and delivery.status != status:
             return False
         return event_id is None or delivery.event_id == event_id
@@ -88,9 +92,9 @@ def list_deliveries(
     summary="One delivery with every attempt",
     responses=error_responses(401, 404, 422, 500, 503),
 )
-def get_delivery(delivery_id: DeliveryId, ctx: Ctx) -> DeliveryDetail:
+def get_delivery(delivery_id: DeliveryId, ctx: Ctx, caller: Caller) -> DeliveryDetail:
     delivery = ctx.runtime.deliveries.get(delivery_id, with_attempts=True)
-    if delivery is None:
+    if delivery is None or not caller.owns(delivery.app):
         raise not_found(f"no delivery with id {delivery_id!r}")
     return DeliveryDetail.model_validate(delivery.to_public())
 
@@ -104,9 +108,12 @@ def get_delivery(delivery_id: DeliveryId, ctx: Ctx) -> DeliveryDetail:
     responses=error_responses(401, 404, 422, 500, 503),
 )
 def redeliver(
-    delivery_id: DeliveryId, ctx: Ctx, background: BackgroundTasks, audit: Audit
+    delivery_id: DeliveryId, ctx: Ctx, caller: Caller, background: BackgroundTasks, audit: Audit
 ) -> DeliveryOut:
     rt = ctx.runtime
+    found = rt.deliveries.get(delivery_id)
+    if found is None or not caller.owns(found.app):
+        raise not_found(f"no delivery with id {delivery_id!r}")
     delivery = rt.deliveries.redeliver(delivery_id, rt.clock())
     if delivery is None:
         raise not_found(f"no delivery with id {delivery_id!r}")
@@ -138,6 +145,7 @@ def _ms(value: datetime | None) -> int | None:
 )
 def list_events(
     ctx: Ctx,
+    caller: Caller,
     type: Annotated[EventTypeName | None, Query(description="Only this event type")] = None,
     payment_id: OptionalPaymentId = None,
     since: Annotated[
@@ -167,6 +175,7 @@ def list_events(
             payment_id=payment_id,
             since_ms=since_ms,
             until_ms=until_ms,
+            app=caller.app_filter,
         )
     items = [EventOut.model_validate(event) for event in events]
     return EventPage(items=items, next_cursor=next_cursor)

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
 from watcher.access.audit import AuditAction
+from watcher.api.auth import Caller
 from watcher.api.context import ApiContext, get_context
 from watcher.api.dependency_errors import voltage_error
-from watcher.api.errors import error_responses, invalid, not_found
+from watcher.api.errors import ApiError, error_responses, invalid, not_found
 from watcher.api.field_types import PaymentIdText, PaymentStatusName, QueryBool
 from watcher.api.pagination import cursor_checked
 from watcher.api.request_models import PaymentCreate, WatchRequest
@@ -55,7 +56,12 @@ def payment_out(record: PaymentRecord) -> PaymentOut:
     },
 )
 def create_payment(
-    body: PaymentCreate, ctx: Ctx, response: Response, background: BackgroundTasks, audit: Audit
+    body: PaymentCreate,
+    ctx: Ctx,
+    caller: Caller,
+    response: Response,
+    background: BackgroundTasks,
+    audit: Audit,
 ) -> PaymentOut:
     rt = ctx.runtime
     if body.wallet_id is None and not rt.settings.voltage_wallet_id:
@@ -70,11 +76,14 @@ def create_payment(
             wallet_id=body.wallet_id,
             client_id=body.client_id,
             invoice_wait=ctx.invoice_wait,
+            owner=caller.owner,
         )
     except VoltageError as exc:
         log.warning("create failed at Voltage", error=str(exc), error_class=type(exc).__name__)
         raise voltage_error(exc) from None
     record = result.record
+    if not caller.owns(record.app):  # client ids are each app's own: only a hash collision
+        raise ApiError(409, "conflict", "this client_id is taken; choose another")
     if result.created and record.is_final:
         background.add_task(ctx.kick_quietly)
     if not result.invoice_ready:
@@ -102,6 +111,7 @@ def create_payment(
 )
 def list_payments(
     ctx: Ctx,
+    caller: Caller,
     status: Annotated[PaymentStatusName | None, Query(description="Only this status")] = None,
     watching: Annotated[
         QueryBool | None, Query(description="Only payments still (not) being polled")
@@ -111,6 +121,8 @@ def list_payments(
 ) -> PaymentPage:
 
     def keep(record: PaymentRecord) -> bool:
+        if not caller.owns(record.app):
+            return False
         if status is not None and record.status != status:
             return False
         return watching is None or record.is_watching == watching
@@ -128,10 +140,10 @@ def list_payments(
     summary="One payment: status, transitions, last poll, last error",
     responses=error_responses(401, 404, 422, 500, 503),
 )
-def get_payment(payment_id: PaymentId, ctx: Ctx) -> PaymentDetail:
+def get_payment(payment_id: PaymentId, ctx: Ctx, caller: Caller) -> PaymentDetail:
     store = ctx.runtime.payments
     record = store.get(payment_id)
-    if record is None:
+    if record is None or not caller.owns(record.app):
         raise not_found(f"the watcher does not watch a payment with id {payment_id!r}")
     transitions = [
         Transition.model_validate(transition_out(t)) for t in store.transitions(payment_id)
@@ -163,17 +175,22 @@ def get_payment(payment_id: PaymentId, ctx: Ctx) -> PaymentDetail:
     },
 )
 def create_watch(
-    body: WatchRequest, ctx: Ctx, response: Response, background: BackgroundTasks, audit: Audit
+    body: WatchRequest,
+    ctx: Ctx,
+    caller: Caller,
+    response: Response,
+    background: BackgroundTasks,
+    audit: Audit,
 ) -> PaymentOut:
     rt = ctx.runtime
     payment_id = str(body.payment_id)  # canonical: lower-case, as Voltage answers
+    unknown = f"Voltage has no payment with id {payment_id!r} in this environment"
     try:
-        result = watch_existing(rt, payment_id)
+        result = watch_existing(rt, payment_id, caller.owner)
     except VoltageError as exc:
-        raise voltage_error(
-            exc,
-            not_found_detail=(f"Voltage has no payment with id {payment_id!r} in this environment"),
-        ) from None
+        raise voltage_error(exc, not_found_detail=unknown) from None
+    if not caller.owns(result.record.app):  # another app's: as if it did not exist
+        raise not_found(unknown)
     if not result.created:
         response.status_code = 200
     elif result.record.is_final:

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
 from watcher.access.audit import AuditAction
+from watcher.access.principal import Principal
+from watcher.api.auth import Caller
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError, error_responses, invalid, not_found
 from watcher.api.field_types import QueryBool, SubscriptionIdText
@@ -47,11 +49,15 @@ def _invalid(exc: InvalidSubscription) -> ApiError:
     return invalid(f"body.{exc.field}", message)
 
 
-def _get(ctx: ApiContext, subscription_id: str) -> Subscription:
+def _get(ctx: ApiContext, caller: Principal, subscription_id: str) -> Subscription:
+    """The subscription if the caller may see it; another app's is as unknown as none."""
     try:
-        return ctx.runtime.subscriptions.get(subscription_id)
+        sub = ctx.runtime.subscriptions.get(subscription_id)
     except SubscriptionNotFound:
-        raise not_found(f"no subscription with id {subscription_id!r}") from None
+        sub = None
+    if sub is None or not caller.owns(sub.app):
+        raise not_found(f"no subscription with id {subscription_id!r}")
+    return sub
 
 
 @router.post(
@@ -65,7 +71,9 @@ def _get(ctx: ApiContext, subscription_id: str) -> Subscription:
     ),
     responses=error_responses(400, 401, 413, 422, 500, 503),
 )
-def create_subscription(body: SubscriptionCreate, ctx: Ctx, audit: Audit) -> SubscriptionWithSecret:
+def create_subscription(
+    body: SubscriptionCreate, ctx: Ctx, caller: Caller, audit: Audit
+) -> SubscriptionWithSecret:
     filters = body.filters
     try:
         sub, secret = ctx.runtime.subscriptions.create(
@@ -75,6 +83,7 @@ def create_subscription(body: SubscriptionCreate, ctx: Ctx, audit: Audit) -> Sub
             metadata_filter=filters.metadata if filters else None,
             description=body.description,
             enabled=body.enabled,
+            owner=caller.owner,
         )
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
@@ -91,13 +100,16 @@ def create_subscription(body: SubscriptionCreate, ctx: Ctx, audit: Audit) -> Sub
 )
 def list_subscriptions(
     ctx: Ctx,
+    caller: Caller,
     enabled: Annotated[QueryBool | None, Query(description="Only (not) enabled ones")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> SubscriptionPage:
     with cursor_checked():
         items, next_cursor = ctx.runtime.subscriptions.cursor_page(
-            cursor=cursor, limit=limit, keep=lambda sub: enabled is None or sub.enabled == enabled
+            cursor=cursor,
+            limit=limit,
+            keep=lambda sub: caller.owns(sub.app) and (enabled is None or sub.enabled == enabled),
         )
     return SubscriptionPage(items=[subscription_out(s) for s in items], next_cursor=next_cursor)
 
@@ -108,8 +120,8 @@ def list_subscriptions(
     summary="One subscription (without its secret)",
     responses=error_responses(401, 404, 422, 500, 503),
 )
-def get_subscription(subscription_id: SubscriptionId, ctx: Ctx) -> SubscriptionOut:
-    return subscription_out(_get(ctx, subscription_id))
+def get_subscription(subscription_id: SubscriptionId, ctx: Ctx, caller: Caller) -> SubscriptionOut:
+    return subscription_out(_get(ctx, caller, subscription_id))
 
 
 @router.patch(
@@ -124,7 +136,11 @@ def get_subscription(subscription_id: SubscriptionId, ctx: Ctx) -> SubscriptionO
     responses=error_responses(400, 401, 404, 413, 422, 500, 503),
 )
 def update_subscription(
-    subscription_id: SubscriptionId, body: SubscriptionUpdate, ctx: Ctx, audit: Audit
+    subscription_id: SubscriptionId,
+    body: SubscriptionUpdate,
+    ctx: Ctx,
+    caller: Caller,
+    audit: Audit,
 ) -> SubscriptionOut:
     given = body.model_fields_set
     changes: dict[str, Any] = {}
@@ -142,7 +158,7 @@ def update_subscription(
             changes["wallet_id"] = filters.wallet_id or ""
         if "metadata" in filters.model_fields_set:
             changes["metadata_filter"] = filters.metadata or {}
-    _get(ctx, subscription_id)
+    _get(ctx, caller, subscription_id)
     try:
         sub = ctx.runtime.subscriptions.update(subscription_id, **changes)
     except SubscriptionNotFound:
@@ -162,7 +178,10 @@ def update_subscription(
     description="Pending deliveries to it are dead-lettered when their turn comes.",
     responses=error_responses(401, 404, 422, 500, 503),
 )
-def delete_subscription(subscription_id: SubscriptionId, ctx: Ctx, audit: Audit) -> Response:
+def delete_subscription(
+    subscription_id: SubscriptionId, ctx: Ctx, caller: Caller, audit: Audit
+) -> Response:
+    _get(ctx, caller, subscription_id)
     try:
         ctx.runtime.subscriptions.delete(subscription_id)
     except SubscriptionNotFound:
@@ -178,11 +197,13 @@ def delete_subscription(subscription_id: SubscriptionId, ctx: Ctx, audit: Audit)
     summary="Make a new signing secret; the old one keeps signing for the overlap window",
     responses=error_responses(401, 404, 422, 500, 503),
 )
-def rotate_secret(subscription_id: SubscriptionId, ctx: Ctx, audit: Audit) -> RotatedSecret:
+def rotate_secret(
+    subscription_id: SubscriptionId, ctx: Ctx, caller: Caller, audit: Audit
+) -> RotatedSecret:
     rt = ctx.runtime
     overlap = rt.settings.watcher_webhook_secret_overlap
     now = rt.clock()
-    had_secrets = bool(_get(ctx, subscription_id).active_secrets(now))
+    had_secrets = bool(_get(ctx, caller, subscription_id).active_secrets(now))
     try:
         sub, secret = rt.subscriptions.rotate_secret(subscription_id, overlap=overlap, now=now)
     except SubscriptionNotFound:
@@ -204,10 +225,14 @@ def rotate_secret(subscription_id: SubscriptionId, ctx: Ctx, audit: Audit) -> Ro
     responses=error_responses(401, 404, 409, 422, 500, 503),
 )
 def send_test_event(
-    subscription_id: SubscriptionId, ctx: Ctx, background: BackgroundTasks, audit: Audit
+    subscription_id: SubscriptionId,
+    ctx: Ctx,
+    caller: Caller,
+    background: BackgroundTasks,
+    audit: Audit,
 ) -> TestEventResult:
     rt = ctx.runtime
-    sub = _get(ctx, subscription_id)
+    sub = _get(ctx, caller, subscription_id)
     if not sub.enabled:
         raise ApiError(
             409,
@@ -216,7 +241,7 @@ def send_test_event(
             f"({sub.disabled_reason or 'no reason given'}); enable it first",
         )
     now = rt.clock()
-    event = rt.deliveries.add_test_event(subscription_id, now=now)
+    event = rt.deliveries.add_test_event(subscription_id, now=now, owner=sub.app)
     # Make the delivery now (so its id can be read at once); the outbox consumer finds it
     # already made. Sending it to the workers happens after the answer.
     made = rt.deliveries.fan_out(event, now)
@@ -241,6 +266,7 @@ def recover(
     subscription_id: SubscriptionId,
     body: RecoverRequest,
     ctx: Ctx,
+    caller: Caller,
     background: BackgroundTasks,
     audit: Audit,
 ) -> RecoverResult:
@@ -248,7 +274,7 @@ def recover(
     since, until = body.since.timestamp(), body.until.timestamp()
     if until < since:
         raise invalid("body.until", "must not be before `since`")
-    _get(ctx, subscription_id)
+    _get(ctx, caller, subscription_id)
     ids = rt.deliveries.recover(subscription_id, since=since, until=until, now=rt.clock())
     if ids:
         background.add_task(ctx.kick_quietly)

@@ -21,7 +21,13 @@ def _message(error: Mapping[str, Any], *, body_is_json: bool) -> str:
         return "expected a JSON object with Content-Type: application/json"
     if loc == ("body",) and error.get("type") == "missing":
         return "a JSON object is required"
+    if error.get("type") == "string_pattern_mismatch" and _pattern(error) == r"\S":
+        return "must hold something besides whitespace"
     return str(error.get("msg") or "invalid").removeprefix("Value error, ")
+
+
+def _pattern(error: Mapping[str, Any]) -> str:
+    return str((error.get("ctx") or {}).get("pattern", ""))
 
 
 def validation_problem(errors: Sequence[Mapping[str, Any]], *, body_is_json: bool) -> ApiError:

@@ -28,9 +28,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from watcher.cli import audit, deliveries, events, payments, service, subscriptions
+    from watcher.cli import audit, deliveries, events, payments, service, subscriptions, tenants
 
-    for module in (service, payments, subscriptions, deliveries, events, audit):
+    for module in (service, payments, subscriptions, deliveries, events, audit, tenants):
         for command in module.COMMANDS:
             cli.add_command(command)
 

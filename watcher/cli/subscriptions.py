@@ -132,8 +132,8 @@ def send_test(subscription_id: str) -> None:
     from watcher.tasks import fan_out_and_dispatch
 
     rt = runtime_or_exit()
-    _get(rt, subscription_id)
-    event = rt.deliveries.add_test_event(subscription_id)
+    sub = _get(rt, subscription_id)
+    event = rt.deliveries.add_test_event(subscription_id, owner=sub.app)
     record(rt, AuditAction.TEST_SENT, subscription_id, event.event_id)
     fan_out_and_dispatch(rt)
     click.echo(f"test event {event.event_id} queued; see `watcher deliveries list`")

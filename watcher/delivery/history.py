@@ -38,6 +38,7 @@ def public_event(entry: Entry) -> dict[str, Any]:
         "subscription_id": fields.get("target") or None,
         "created_at": iso_timestamp(millis / 1000),
         "body": body,
+        "app_id": fields.get("app") or None,
     }
 
 
@@ -99,12 +100,16 @@ class DeliveryHistory:
         payment_id: str | None = None,
         since_ms: int | None = None,
         until_ms: int | None = None,
+        app: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Events (as `public_event` shows them) of a type, of a payment, between two times
-        (ms, inclusive), each filter only when given; raises CursorError."""
+        (ms, inclusive), of an app ("" for an admin's), each filter only when given; raises
+        CursorError."""
 
         def keep(_entry_id: str, fields: dict[str, str]) -> bool:
             if event_type is not None and fields.get("type") != event_type:
+                return False
+            if app is not None and fields.get("app", "") != app:
                 return False
             return payment_id is None or fields.get("payment_id") == payment_id
 

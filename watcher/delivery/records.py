@@ -32,6 +32,7 @@ class Delivery:
     last_error: str | None = None
     succeeded_at: float | None = None
     attempts_before_resend: int = 0
+    app: str = ""  # its subscription's app
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -57,6 +58,7 @@ class Delivery:
             last_error=data.get("last_error") or None,
             succeeded_at=opt_float("succeeded_at"),
             attempts_before_resend=int(data.get("attempts_before_resend") or 0),
+            app=data.get("app", ""),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class Delivery:
             "last_error": self.last_error,
             "succeeded_at": ts(self.succeeded_at),
             "attempt_log": self.attempt_log,
+            "app_id": self.app or None,
         }
 
 
@@ -89,6 +92,7 @@ class OutboxEvent:
     payment_id: str | None
     body: str
     target: str | None  # a test event goes to one subscription only
+    app: str = ""  # the app that owns its payment (or its test's subscription); "": admin
 
     @property
     def created_at(self) -> float:
@@ -103,4 +107,5 @@ class OutboxEvent:
             payment_id=fields.get("payment_id") or None,
             body=fields["body"],
             target=fields.get("target") or None,
+            app=fields.get("app", ""),
         )

@@ -102,8 +102,11 @@ class DeliveryStore:
         )
         return OutboxEvent.from_entry(*entries[0]) if entries else None
 
-    def add_test_event(self, subscription_id: str, now: float | None = None) -> OutboxEvent:
-        """A `webhook.test` event for one subscription, delivered like any other."""
+    def add_test_event(
+        self, subscription_id: str, now: float | None = None, owner: str = ""
+    ) -> OutboxEvent:
+        """A `webhook.test` event for one subscription (whose app is `owner`), delivered like
+        any other."""
         at = time.time() if now is None else now
         event_id = new_event_id()
         body = json.dumps(
@@ -124,21 +127,25 @@ class DeliveryStore:
                     "payment_id": "",
                     "body": body,
                     "target": subscription_id,
+                    "app": owner,
                 },
             ),
         )
-        return OutboxEvent(entry, event_id, TEST_EVENT_TYPE, None, body, subscription_id)
+        return OutboxEvent(entry, event_id, TEST_EVENT_TYPE, None, body, subscription_id, owner)
 
     # --- fan-out --------------------------------------------------------------------------
     def fan_out(
         self, event: OutboxEvent, now: float, enabled: list[Subscription] | None = None
     ) -> list[str]:
         """One delivery per matching enabled subscription; repeating it creates nothing new.
+        An app's subscription takes only its own app's events; an admin's takes them all.
         `enabled` lets a batch read the subscriptions once instead of once per event."""
         payment = json.loads(event.body).get("data", {}).get("payment")
         created = []
         for sub in self.subscriptions.all_enabled() if enabled is None else enabled:
             if event.target is not None and sub.id != event.target:
+                continue
+            if sub.app and sub.app != event.app:
                 continue
             if event.target is None and not sub.matches(event.event_type, payment):
                 continue
@@ -155,6 +162,7 @@ class DeliveryStore:
                 "created_at": repr(now),
                 "updated_at": repr(now),
                 "next_attempt_at": repr(now),
+                "app": sub.app,
             }
             args: list[str] = [delivery_id, repr(now)]
             for key, value in fields.items():

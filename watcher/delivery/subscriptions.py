@@ -60,6 +60,7 @@ class Subscription:
     created_at: float
     updated_at: float
     secrets: list[SigningSecret] = field(default_factory=list, repr=False)
+    app: str = ""  # the app whose key made it (it gets only that app's events); "": admin
 
     def active_secrets(self, now: float) -> list[str]:
         """Newest first; an old secret keeps signing until its overlap window ends."""
@@ -91,6 +92,7 @@ class Subscription:
             "disabled_reason": self.disabled_reason,
             "created_at": iso_timestamp(self.created_at),
             "updated_at": iso_timestamp(self.updated_at),
+            "app_id": self.app or None,
         }
 
     @classmethod
@@ -108,6 +110,7 @@ class Subscription:
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
             secrets=[SigningSecret(**s) for s in json.loads(data.get("secrets") or "[]")],
+            app=data.get("app", ""),
         )
 
 
@@ -184,6 +187,7 @@ class SubscriptionStore:
             "created_at": repr(sub.created_at),
             "updated_at": repr(sub.updated_at),
             "secrets": json.dumps([s.__dict__ for s in sub.secrets]),
+            "app": sub.app,
         }
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.subscription(sub.id), mapping=cast(Any, fields))
@@ -206,6 +210,7 @@ class SubscriptionStore:
         description: str | None = None,
         enabled: bool = True,
         now: float | None = None,
+        owner: str = "",
     ) -> tuple[Subscription, str]:
         """Validate everything first, then store; returns the subscription and its secret."""
         at = time.time() if now is None else now
@@ -220,6 +225,7 @@ class SubscriptionStore:
             disabled_reason=None,
             created_at=at,
             updated_at=at,
+            app=owner,
         )
         secret = generate_secret()
         sub.secrets = [SigningSecret(secret=secret, created_at=at)]

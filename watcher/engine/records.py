@@ -121,6 +121,7 @@ class PaymentRecord:
     final_at: float | None = None
     event_id: str | None = None
     raw: dict[str, Any] | None = None
+    app: str = ""  # the app whose key started the watch; "": an admin
 
     @property
     def is_final(self) -> bool:
@@ -160,6 +161,7 @@ class PaymentRecord:
             final_at=_float(data.get("final_at")),
             event_id=data.get("event_id") or None,
             raw=json.loads(raw) if raw else None,
+            app=data.get("app", ""),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -192,4 +194,5 @@ class PaymentRecord:
             "final_at": ts(self.final_at),
             "event_id": self.event_id,
             "version": self.version,
+            "app_id": self.app or None,
         }

@@ -56,8 +56,11 @@ class Wiring(Protocol):
     def clock(self) -> Callable[[], float]: ...
 
 
-def payment_id_for_client_id(wallet_id: str, client_id: str) -> str:
-    return str(uuid.uuid5(CLIENT_ID_NAMESPACE, f"{wallet_id}\x00{client_id}"))
+def payment_id_for_client_id(wallet_id: str, client_id: str, owner: str = "") -> str:
+    """Client ids are each app's own: two apps' "order-1" are two payments (an admin's keep
+    the ids they had before apps existed)."""
+    name = f"{wallet_id}\x00{client_id}" + (f"\x00{owner}" if owner else "")
+    return str(uuid.uuid5(CLIENT_ID_NAMESPACE, name))
 
 
 class InvalidCreate(ValueError):
@@ -160,10 +163,12 @@ def create_and_watch(
     wallet_id: str | None = None,
     client_id: str | None = None,
     invoice_wait: float | None = None,
+    owner: str = "",
 ) -> WatchResult:
     """Create a receive on Voltage and watch it. Answers as soon as the invoice exists, or
     after `invoice_wait` with the status so far (the watch goes on either way). Raises
-    `InvalidCreate` first, sending nothing, for fields Voltage would refuse."""
+    `InvalidCreate` first, sending nothing, for fields Voltage would refuse. The payment
+    belongs to `owner` (an app id; "" for an admin)."""
     problems = create_problems(
         amount_msats=amount_msats,
         description=description,
@@ -175,7 +180,9 @@ def create_and_watch(
     wallet = wallet_id or rt.settings.voltage_wallet_id
     if not wallet:
         raise ValueError("wallet_id: no wallet given and VOLTAGE_WALLET_ID is not set")
-    payment_id = payment_id_for_client_id(wallet, client_id) if client_id else str(uuid.uuid4())
+    payment_id = (
+        payment_id_for_client_id(wallet, client_id, owner) if client_id else str(uuid.uuid4())
+    )
     existing = _already_watched(rt, payment_id)
     if existing is not None:
         return existing
@@ -197,7 +204,9 @@ def create_and_watch(
         log.warning("invoice not ready yet; watching anyway", payment_id=payment_id, error=str(exc))
         ready = False
         payment = _placeholder(payment_id, wallet, amount_msats, description, metadata)
-    extra = {"client_id": client_id} if client_id else None
+    extra = {"client_id": client_id} if client_id else {}
+    if owner:
+        extra["app"] = owner
     created = rt.payments.adopt(
         payment,
         source="created",
@@ -212,15 +221,20 @@ def create_and_watch(
     )
 
 
-def watch_existing(rt: Wiring, payment_id: str) -> WatchResult:
-    """Adopt a payment created elsewhere. Raises VoltageNotFound if Voltage does not know it."""
+def watch_existing(rt: Wiring, payment_id: str, owner: str = "") -> WatchResult:
+    """Adopt a payment created elsewhere, for `owner`. Raises VoltageNotFound if Voltage does
+    not know it. Already watched, it stays whose it was: the caller checks the owner."""
     existing = _already_watched(rt, payment_id)
     if existing is not None:
         return existing
     payment = rt.voltage.get_payment(payment_id, purpose=Purpose.ADOPT)
     now = rt.clock()
     created = rt.payments.adopt(
-        payment, source="watched", now=now, first_poll_at=now + PROVISIONAL_FIRST_READ
+        payment,
+        source="watched",
+        now=now,
+        first_poll_at=now + PROVISIONAL_FIRST_READ,
+        extra={"app": owner} if owner else None,
     )
     record = _first_read_scheduled(rt, payment_id, now, created)
     log.info("watching existing payment", payment_id=payment_id, status=record.status)

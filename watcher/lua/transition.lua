@@ -1,6 +1,7 @@
 -- Compare-and-set of a payment's status. Only the worker whose expected version still holds
 -- wins; a final status never changes again. A final move also leaves the schedule and
--- appends its event to the outbox in the same step, so two racing pollers make one event.
+-- appends its event to the outbox in the same step, so two racing pollers make one event;
+-- the event names the app that owns the payment, for the fan-out.
 -- The poll that made the move is counted on the record here too (no second round trip).
 -- KEYS[1] payment hash, KEYS[2] poll schedule, KEYS[3] outbox stream, KEYS[4] transitions,
 -- KEYS[5] pending by creation time
@@ -28,8 +29,9 @@ redis.call('RPUSH', KEYS[4], ARGV[5])
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[9])
   redis.call('ZREM', KEYS[5], ARGV[9])
+  local app = redis.call('HGET', KEYS[1], 'app') or ''
   local entry = redis.call('XADD', KEYS[3], '*', 'event_id', ARGV[6], 'type', ARGV[7],
-                           'payment_id', ARGV[9], 'body', ARGV[8])
+                           'payment_id', ARGV[9], 'body', ARGV[8], 'app', app)
   redis.call('HSET', KEYS[1], 'event_id', ARGV[6], 'outbox_entry', entry,
              'final_at', ARGV[4])
 end

@@ -36,8 +36,3 @@ class Principal:
 
     def owns(self, app_id: str) -> bool:
         return self.app_id is None or app_id == self.app_id
-
-    @property
-    def app_filter(self) -> str | None:
-        """The owner to filter lists by; None: all of them."""
-        return self.app_id

@@ -149,16 +149,13 @@ class TenantStore:
     def create_key(self, app_id: str, scope: Scope, now: float) -> tuple[ApiKey, str]:
         """A key for an app, or an admin key when `app_id` is ""; returns it and its secret."""
         key = ApiKey(f"key_{secrets.token_hex(8)}", app_id, scope, now, None, None)
-        secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        digest = digest_of(secret.encode())
         pipe = self.redis.pipeline(transaction=True)
+        secret, digest = self._new_secret(pipe, key)
         pipe.hset(
             self.keys.api_key(key.id),
             mapping={"id": key.id, "app_id": app_id, "scope": scope.value,
                      "created_at": repr(now), "digest": digest},
         )  # fmt: skip
-        pipe.hset(self._digest_key(digest), mapping={"id": key.id, "app_id": app_id,
-                                                     "scope": scope.value})  # fmt: skip
         pipe.zadd(self.keys.api_keys_index, {key.id: now})
         pipe.execute()
         return key, secret
@@ -196,14 +193,11 @@ class TenantStore:
         if key.revoked_at is not None:
             raise TenantError(f"API key {key_id!r} is revoked; make a new one")
         old = cast(str | None, self.redis.hget(self.keys.api_key(key_id), "digest"))
-        secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        digest = digest_of(secret.encode())
         pipe = self.redis.pipeline(transaction=True)
         if old:
             pipe.delete(self._digest_key(old))
+        secret, digest = self._new_secret(pipe, key)
         pipe.hset(self.keys.api_key(key_id), mapping={"rotated_at": repr(now), "digest": digest})
-        pipe.hset(self._digest_key(digest), mapping={"id": key.id, "app_id": key.app_id,
-                                                     "scope": key.scope.value})  # fmt: skip
         pipe.execute()
         return self.get_key(key_id), secret
 
@@ -219,6 +213,14 @@ class TenantStore:
         if not found:
             return None
         return Principal(found["id"], found.get("app_id") or None, Scope(found["scope"]))
+
+    def _new_secret(self, pipe: Any, key: ApiKey) -> tuple[str, str]:
+        """A fresh secret for `key`, its digest hash written in `pipe`: the secret, the digest."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = digest_of(secret.encode())
+        found = {"id": key.id, "app_id": key.app_id, "scope": key.scope.value}
+        pipe.hset(self._digest_key(digest), mapping=found)
+        return secret, digest
 
     def _digest_key(self, digest: str) -> str:
         return self.keys.api_key_digest(digest)

@@ -67,21 +67,27 @@ def require_token(
     """FastAPI dependency: who the request acts for. 401 unless it carries a configured token
     or a live API key; 429 when that caller is over its request rate; 403 when a read-only
     key asks for a change."""
-    if not ctx.token_bytes and not ctx.runtime.tenants.any_keys():
-        raise ApiError(401, "unauthorized", NO_TOKENS_DETAIL, headers=_CHALLENGE)
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiError(401, "unauthorized", "missing or wrong bearer token", headers=_CHALLENGE)
+        raise refusal(ctx)
     stashed = request.scope.get("state", {}).get(_STATE)
     principal = stashed if isinstance(stashed, Principal) else None
     if principal is None:
         # Starlette decodes headers as latin-1: encoding back gives the bytes that were sent.
         principal = authenticate(ctx, credentials.credentials.encode("latin-1"))
     if principal is None:
-        raise ApiError(401, "unauthorized", "missing or wrong bearer token", headers=_CHALLENGE)
+        raise refusal(ctx)
     _check_rate(ctx, principal)
     if principal.scope is KeyScope.READ and request.method not in _READS:
         raise ApiError(403, "forbidden", "this API key is read-only: it cannot change anything")
     return principal
+
+
+def refusal(ctx: ApiContext) -> ApiError:
+    """The 401; it says the API is unconfigured only when it is (a lookup made only here,
+    off the path of a request that authenticates)."""
+    unconfigured = not ctx.token_bytes and not ctx.runtime.tenants.any_keys()
+    detail = NO_TOKENS_DETAIL if unconfigured else "missing or wrong bearer token"
+    return ApiError(401, "unauthorized", detail, headers=_CHALLENGE)
 
 
 def require_admin(principal: Annotated[Principal, Depends(require_token)]) -> Principal:
@@ -132,14 +138,8 @@ class BearerAuthMiddleware:
             scope.setdefault("state", {})[_STATE] = principal
             await self.app(scope, receive, send)
             return
-        detail = "missing or wrong bearer token"
-        if not self.ctx.token_bytes and not await run_in_threadpool(self._any_keys):
-            detail = NO_TOKENS_DETAIL
-        response = ApiError(401, "unauthorized", detail, headers=_CHALLENGE).response()
+        response = (await run_in_threadpool(refusal, self.ctx)).response()
         await response(scope, receive, send)
-
-    def _any_keys(self) -> bool:
-        return self.ctx.runtime.tenants.any_keys()
 
 
 def bearer_of(scope: Scope) -> bytes | None:

@@ -175,7 +175,7 @@ def list_events(
             payment_id=payment_id,
             since_ms=since_ms,
             until_ms=until_ms,
-            app=caller.app_filter,
+            app=caller.app_id,  # None (an admin): every app's
         )
     items = [EventOut.model_validate(event) for event in events]
     return EventPage(items=items, next_cursor=next_cursor)

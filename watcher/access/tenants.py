@@ -11,15 +11,20 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
+from redis.client import Pipeline
 
 from watcher.access.principal import Principal, Scope
-from watcher.delivery.subscriptions import SubscriptionStore
+from watcher.delivery.subscriptions import Subscription, SubscriptionNotFound, SubscriptionStore
 from watcher.keys import Keys
+from watcher.lua import scripts_for
 from watcher.timing import iso_timestamp
+
+T = TypeVar("T")
 
 KEY_PREFIX = "vwk_"
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -99,6 +104,7 @@ class TenantStore:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
+        self._authenticate = scripts_for(client).authenticate
 
     # --- apps ----------------------------------------------------------------------------------
     def create_app(self, name: str, now: float) -> App:
@@ -133,31 +139,41 @@ class TenantStore:
         return {app.id: app.name for app in self.apps()}
 
     def delete_app(self, name: str, now: float) -> tuple[App, list[str]]:
-        """Revokes every key of the app first, so nothing acts for it once it is gone; its
-        name is free again, and a new app of that name is a new tenant (a new id)."""
+        """The app goes first, so from then on its keys are refused (`authenticate` checks the
+        app) and no key can be made for it; then its keys are revoked, including one made
+        while this ran. Its name is free again: a new app of that name is a new tenant."""
         app = self.app_named(name)
-        revoked = [k.id for k in self.keys_of(app.id) if k.revoked_at is None]
-        for key_id in revoked:
-            self.revoke(key_id, now)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.app(app.id), self.keys.app_name(name))
         pipe.zrem(self.keys.apps_index, app.id)
         pipe.execute()
+        revoked = [k.id for k in self.keys_of(app.id) if k.revoked_at is None]
+        for key_id in revoked:
+            self.revoke(key_id, now)
         return app, revoked
 
     # --- keys ----------------------------------------------------------------------------------
     def create_key(self, app_id: str, scope: Scope, now: float) -> tuple[ApiKey, str]:
-        """A key for an app, or an admin key when `app_id` is ""; returns it and its secret."""
+        """A key for an app, or an admin key when `app_id` is ""; returns it and its secret.
+        Written only if the app still exists when it is written (WATCH), so a key made while
+        its app is deleted is either refused here or seen, and revoked, by the deletion."""
         key = ApiKey(f"key_{secrets.token_hex(8)}", app_id, scope, now, None, None)
-        pipe = self.redis.pipeline(transaction=True)
-        secret, digest = self._new_secret(pipe, key)
-        pipe.hset(
-            self.keys.api_key(key.id),
-            mapping={"id": key.id, "app_id": app_id, "scope": scope.value,
-                     "created_at": repr(now), "digest": digest},
-        )  # fmt: skip
-        pipe.zadd(self.keys.api_keys_index, {key.id: now})
-        pipe.execute()
+        watched = [self.keys.app(app_id)] if app_id else []
+
+        def write(pipe: Pipeline) -> str:
+            if app_id and not pipe.exists(self.keys.app(app_id)):
+                raise AppNotFound(f"no app with id {app_id!r}")
+            pipe.multi()
+            secret, digest = self._new_secret(pipe, key)
+            pipe.hset(
+                self.keys.api_key(key.id),
+                mapping={"id": key.id, "app_id": app_id, "scope": scope.value,
+                         "created_at": repr(now), "digest": digest},
+            )  # fmt: skip
+            pipe.zadd(self.keys.api_keys_index, {key.id: now})
+            return secret
+
+        secret = _transact(self.redis, write, *watched)
         return key, secret
 
     def get_key(self, key_id: str) -> ApiKey:
@@ -178,28 +194,38 @@ class TenantStore:
 
     def revoke(self, key_id: str, now: float) -> ApiKey:
         """Refused from the next request on; the key stays listed, as revoked."""
-        key = self.get_key(key_id)
-        digest = cast(str | None, self.redis.hget(self.keys.api_key(key_id), "digest"))
-        pipe = self.redis.pipeline(transaction=True)
-        if digest:
-            pipe.delete(self._digest_key(digest))
-        pipe.hset(self.keys.api_key(key_id), mapping={"revoked_at": repr(now), "digest": ""})
-        pipe.execute()
-        return self.get_key(key.id)
+        self._change_key(key_id, now, revoke=True)
+        return self.get_key(key_id)
 
     def rotate(self, key_id: str, now: float) -> tuple[ApiKey, str]:
         """A new secret for the same key id, app and scope; the old secret stops at once."""
-        key = self.get_key(key_id)
-        if key.revoked_at is not None:
-            raise TenantError(f"API key {key_id!r} is revoked; make a new one")
-        old = cast(str | None, self.redis.hget(self.keys.api_key(key_id), "digest"))
-        pipe = self.redis.pipeline(transaction=True)
-        if old:
-            pipe.delete(self._digest_key(old))
-        secret, digest = self._new_secret(pipe, key)
-        pipe.hset(self.keys.api_key(key_id), mapping={"rotated_at": repr(now), "digest": digest})
-        pipe.execute()
+        secret = self._change_key(key_id, now, revoke=False) or ""
         return self.get_key(key_id), secret
+
+    def _change_key(self, key_id: str, now: float, *, revoke: bool) -> str | None:
+        """Drop the key's digest and, unless revoking, give it a new secret: read and written
+        under WATCH, so two API processes revoking and rotating one key at once leave one
+        working secret, or none once revoked, never an orphan digest that still works."""
+        name = self.keys.api_key(key_id)
+
+        def write(pipe: Pipeline) -> str | None:
+            data = cast(dict[str, str], pipe.hgetall(name))
+            if not data:
+                raise KeyNotFound(f"no API key with id {key_id!r}")
+            key = ApiKey.from_hash(data)
+            if key.revoked_at is not None and not revoke:
+                raise TenantError(f"API key {key_id!r} is revoked; make a new one")
+            pipe.multi()
+            if data.get("digest"):
+                pipe.delete(self._digest_key(data["digest"]))
+            if revoke:
+                pipe.hset(name, mapping={"revoked_at": repr(now), "digest": ""})
+                return None
+            secret, digest = self._new_secret(pipe, key)
+            pipe.hset(name, mapping={"rotated_at": repr(now), "digest": digest})
+            return secret
+
+        return _transact(self.redis, write, name)
 
     def any_keys(self) -> bool:
         """Were keys ever made (so a refusal is a wrong key, not an unconfigured API)?"""
@@ -209,21 +235,40 @@ class TenantStore:
         """The principal a presented key acts as, or None: one Redis read."""
         if not presented.startswith(KEY_PREFIX.encode()):
             return None
-        found = cast(dict[str, str], self.redis.hgetall(self._digest_key(digest_of(presented))))
-        if not found:
+        flat = cast(
+            list[str],
+            self._authenticate(
+                keys=[self._digest_key(digest_of(presented))], args=[self.keys.app("")]
+            ),
+        )
+        if not flat:
             return None
+        found = dict(zip(flat[::2], flat[1::2], strict=True))
         return Principal(found["id"], found.get("app_id") or None, Scope(found["scope"]))
 
-    def _new_secret(self, pipe: Any, key: ApiKey) -> tuple[str, str]:
+    def _new_secret(self, pipe: Pipeline, key: ApiKey) -> tuple[str, str]:
         """A fresh secret for `key`, its digest hash written in `pipe`: the secret, the digest."""
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         digest = digest_of(secret.encode())
-        found = {"id": key.id, "app_id": key.app_id, "scope": key.scope.value}
-        pipe.hset(self._digest_key(digest), mapping=found)
+        pipe.hset(
+            self._digest_key(digest),
+            mapping={"id": key.id, "app_id": key.app_id, "scope": key.scope.value},
+        )
         return secret, digest
 
     def _digest_key(self, digest: str) -> str:
         return self.keys.api_key_digest(digest)
+
+
+def _transact(client: redis.Redis, write: Callable[[Pipeline], T], *watched: str) -> T:
+    """`write(pipe)` under WATCH of `watched`, run again whenever one changed before EXEC."""
+    result: list[T] = []
+
+    def run(pipe: Pipeline) -> None:
+        result[:] = [write(pipe)]
+
+    client.transaction(run, *watched)
+    return result[0]
 
 
 def new_key(
@@ -234,18 +279,61 @@ def new_key(
     return tenants.create_key(app_id, scope, now)
 
 
+MAX_RETIRE_PASSES = 5
+
+
 def retire_app(
     tenants: TenantStore, subscriptions: SubscriptionStore, name: str, now: float
 ) -> tuple[App, list[str], list[str]]:
     """Delete an app: its keys revoked, its enabled subscriptions disabled (nothing is sent
-    for a tenant that is gone), its payments and deliveries kept for admins to read."""
+    for a tenant that is gone), its payments and deliveries kept for admins to read.
+
+    The list is read again until a pass disables nothing: a subscription deleted while it is
+    read shifts the pages, and one made meanwhile (by a request authenticated before the app
+    went) lands at the end; one made after that disables itself (`settle_for_app`)."""
     app, revoked = tenants.delete_app(name, now)
+    reason = f"its app {name!r} was deleted"
+    disabled: list[str] = []
+    for _ in range(MAX_RETIRE_PASSES):
+        found = _disable_enabled_of(subscriptions, app.id, reason, now)
+        disabled += found
+        if not found:
+            break
+    return app, revoked, disabled
+
+
+def _disable_enabled_of(
+    subscriptions: SubscriptionStore, app_id: str, reason: str, now: float
+) -> list[str]:
     disabled = []
     offset = 0
     while batch := subscriptions.page(offset=offset, limit=200):
         offset += len(batch)
         for sub in batch:
-            if sub.app == app.id and sub.enabled:
-                subscriptions.disable(sub.id, f"its app {name!r} was deleted", now=now)
-                disabled.append(sub.id)
-    return app, revoked, disabled
+            if sub.app != app_id or not sub.enabled:
+                continue
+            try:
+                subscriptions.disable(sub.id, reason, now=now)
+            except SubscriptionNotFound:
+                continue  # deleted meanwhile: nothing left to send to
+            disabled.append(sub.id)
+    return disabled
+
+
+def settle_for_app(
+    tenants: TenantStore,
+    subscriptions: SubscriptionStore,
+    caller: Principal,
+    sub: Subscription,
+    now: float,
+) -> Subscription:
+    """After a change that leaves `sub` enabled: if the caller's app was deleted meanwhile
+    (its request authenticated just before), disable it, as the deletion would have. Written
+    first, checked second, so either the deletion's pass sees it or this check sees the app
+    gone."""
+    if not sub.enabled or caller.app_id is None or tenants.app_by_id(caller.app_id):
+        return sub
+    try:
+        return subscriptions.disable(sub.id, "its app was deleted", now=now)
+    except SubscriptionNotFound:
+        return sub

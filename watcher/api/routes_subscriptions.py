@@ -8,6 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
 from watcher.access.audit import AuditAction
 from watcher.access.principal import Principal
+from watcher.access.tenants import settle_for_app
 from watcher.api.auth import Caller
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import ApiError, error_responses, invalid, not_found
@@ -60,6 +61,12 @@ def _get(ctx: ApiContext, caller: Principal, subscription_id: str) -> Subscripti
     return sub
 
 
+def _settled(ctx: ApiContext, caller: Principal, sub: Subscription) -> Subscription:
+    """Disabled again if the caller's app was deleted while this request ran."""
+    rt = ctx.runtime
+    return settle_for_app(rt.tenants, rt.subscriptions, caller, sub, rt.clock())
+
+
 @router.post(
     "/subscriptions",
     status_code=201,
@@ -87,6 +94,7 @@ def create_subscription(
         )
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
+    sub = _settled(ctx, caller, sub)
     log.info("subscription created", subscription_id=sub.id, event_types=sub.event_types)
     audit.record(AuditAction.SUBSCRIPTION_CREATED, sub.id, ", ".join(sub.event_types))
     return SubscriptionWithSecret.model_validate({**sub.to_public(), "secret": secret})
@@ -165,6 +173,7 @@ def update_subscription(
         raise not_found(f"no subscription with id {subscription_id!r}") from None
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
+    sub = _settled(ctx, caller, sub)
     log.info("subscription updated", subscription_id=sub.id, changed=sorted(changes))
     audit.record(AuditAction.SUBSCRIPTION_CHANGED, sub.id, ", ".join(sorted(changes)))
     return subscription_out(sub)

@@ -40,6 +40,7 @@ class Scripts:
     begin_attempt: Script
     finish_attempt: Script
     take_request: Script
+    authenticate: Script
 
 
 _registered: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()

@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import redis
@@ -29,6 +29,7 @@ Position = tuple[float, str]
 Entry = tuple[str, dict[str, str]]
 
 MAX_SCAN = 5000
+_AFTER_EVERY_MEMBER = "\uffff"  # sorts after every id: a tie-break past all of a score
 _LAST_STREAM_ID = (STREAM_PART_LIMIT - 1, STREAM_PART_LIMIT - 1)
 
 
@@ -93,6 +94,26 @@ def _chunk_after(
     return found
 
 
+def _walk(
+    client: redis.Redis,
+    key: str,
+    position: Position | None,
+    newest_first: bool,
+    batch: int,
+    load: Callable[[Sequence[str]], Sequence[T | None]],
+) -> Iterator[tuple[Position, T | None]]:
+    """Every (position, loaded item) after `position`, a chunk at a time."""
+    while chunk := _chunk_after(client, key, position, batch, newest_first):
+        loaded = load([member for _, member in chunk])
+        yield from zip(chunk, loaded, strict=True)
+        position = chunk[-1]
+
+
+def _past_score(score: float, newest_first: bool) -> Position:
+    """A position after every member of `score`, naming none of them."""
+    return score, "" if newest_first else _AFTER_EVERY_MEMBER
+
+
 def zset_page(
     client: redis.Redis,
     key: str,
@@ -104,27 +125,31 @@ def zset_page(
     keep: Callable[[T], bool] = lambda _item: True,
     max_scan: int = MAX_SCAN,
 ) -> tuple[list[T], str | None]:
-    """One page of loaded, filtered items and the cursor of the next page (None at the end)."""
-    position = decode_cursor(cursor)
+    """One page of loaded, filtered items and the cursor of the next page (None at the end).
+
+    A cursor names only an item this caller was shown, or a score where the scan stopped (once
+    past `max_scan`, at the end of a score): never an item `keep` refused. A next page is
+    promised only when another kept item was found."""
     items: list[T] = []
+    shown: Position | None = None  # where the last item returned lies
+    last: Position | None = None  # where the walk is
     scanned = 0
     batch = max(20, min(200, limit * 2))
-    while True:
-        chunk = _chunk_after(client, key, position, batch, newest_first)
-        if not chunk:
-            return items, None
-        loaded = load([member for _, member in chunk])
-        for pos, item in zip(chunk, loaded, strict=True):
-            position = pos
-            scanned += 1
-            if item is not None and keep(item):
-                items.append(item)
-                if len(items) == limit:
-                    more = _chunk_after(client, key, position, 1, newest_first)
-                    return items, encode_cursor(position) if more else None
-        if scanned >= max_scan:
-            # Stop walking; the caller continues from here with the cursor.
-            return items, encode_cursor(position) if position else None
+    walk = _walk(client, key, decode_cursor(cursor), newest_first, batch, load)
+    for position, item in walk:
+        if scanned >= max_scan and last is not None and position[0] != last[0]:
+            # Out of scan budget: go on from the last item shown, or from this score.
+            resume = shown if len(items) == limit else _past_score(last[0], newest_first)
+            return items, encode_cursor(resume) if resume else None
+        scanned += 1
+        last = position
+        if item is None or not keep(item):
+            continue
+        if len(items) == limit:
+            return items, encode_cursor(shown) if shown else None
+        items.append(item)
+        shown = position
+    return items, None
 
 
 # --- streams ----------------------------------------------------------------------------------
@@ -152,7 +177,9 @@ def stream_page(
     keep: Callable[[str, dict[str, str]], bool],
     max_scan: int = MAX_SCAN,
 ) -> tuple[list[Entry], str | None]:
-    """Entries of a stream between two times (ms, inclusive), after `cursor`, filtered."""
+    """Entries of a stream between two times (ms, inclusive), after `cursor`, filtered. As in
+    `zset_page`, a cursor is an entry shown or a millisecond the scan ended on, never an entry
+    `keep` refused, and a next page is promised only when a kept entry follows."""
     position = check_stream_cursor(cursor)
     if position == (_LAST_STREAM_ID if not newest_first else (0, 0)):
         return [], None  # nothing lies beyond either end, and Redis refuses `(` on them
@@ -165,9 +192,29 @@ def stream_page(
         else:
             low = after
     items: list[Entry] = []
+    last_ms: int | None = None
     scanned = 0
     batch = max(20, min(200, limit * 2))
-    last: str | None = None
+    for entry_id, fields in _stream_walk(client, key, low, high, newest_first, batch):
+        ms = int(entry_id.partition("-")[0])
+        if scanned >= max_scan and last_ms is not None and ms != last_ms:
+            if len(items) == limit:
+                return items, items[-1][0]
+            return items, f"{last_ms}-0" if newest_first else f"{last_ms}-{_LAST_STREAM_ID[1]}"
+        scanned += 1
+        last_ms = ms
+        if not keep(entry_id, fields):
+            continue
+        if len(items) == limit:
+            return items, items[-1][0]
+        items.append((entry_id, fields))
+    return items, None
+
+
+def _stream_walk(
+    client: redis.Redis, key: str, low: str, high: str, newest_first: bool, batch: int
+) -> Iterator[Entry]:
+    """Every entry between `low` and `high` in the chosen order, a batch at a time."""
     while True:
         raw: Any
         if newest_first:
@@ -176,31 +223,12 @@ def stream_page(
             raw = client.xrange(key, min=low, max=high, count=batch)
         entries = cast(list[Entry], raw)
         if not entries:
-            return items, None
-        for entry_id, fields in entries:
-            last = entry_id
-            scanned += 1
-            if keep(entry_id, fields):
-                items.append((entry_id, fields))
-                if len(items) == limit:
-                    return items, entry_id if _stream_has_more(
-                        client, key, entry_id, low, high, newest_first
-                    ) else None
-        assert last is not None  # noqa: S101 - entries was not empty
+            return
+        yield from entries
         if newest_first:
-            high = f"({last}"
+            high = f"({entries[-1][0]}"
         else:
-            low = f"({last}"
-        if scanned >= max_scan:
-            return items, last
-
-
-def _stream_has_more(
-    client: redis.Redis, key: str, after: str, low: str, high: str, newest_first: bool
-) -> bool:
-    if newest_first:
-        return bool(client.xrevrange(key, max=f"({after}", min=low, count=1))
-    return bool(client.xrange(key, min=f"({after}", max=high, count=1))
+            low = f"({entries[-1][0]}"
 
 
 def first_score(pairs: object) -> float | None:

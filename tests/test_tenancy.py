@@ -119,6 +119,13 @@ def request_for(path: str, b: Tenant) -> tuple[str, Any]:
     return filled, bodies.get(path)
 
 
+def tenant_data(stack: Stack) -> dict[bytes, bytes | None]:
+    """Every watcher key but the request counters: watching another app's payment reads
+    Voltage, as watching an unknown id does, so that both answer alike."""
+    counters = stack.runtime.payments.keys.counters.encode()
+    return {k: v for k, v in snapshot(stack).items() if k != counters}
+
+
 def test_every_route_keeps_app_b_from_app_a(
     api: ApiClient, stack: Stack, tenants: tuple[Tenant, Tenant]
 ) -> None:
@@ -128,7 +135,7 @@ def test_every_route_keeps_app_b_from_app_a(
         url, body = request_for(path, b)
         if "requestBody" in operation:
             assert body is not None, f"add a body for {method} {path} to the table"
-        before = snapshot(stack)
+        before = tenant_data(stack)
         answer = api.call(method, url, body, token=a.key)
         seen.append((method, path, answer.status_code))
         if path.startswith(ADMIN_ONLY):
@@ -145,7 +152,7 @@ def test_every_route_keeps_app_b_from_app_a(
             assert made["id"] not in (b.payment, b.subscription)
             assert made["app_id"] != ok(api.get(f"/v1/apps/{b.name}"))["id"]
             continue
-        assert snapshot(stack) == before, f"{method} {path} changed something"
+        assert tenant_data(stack) == before, f"{method} {path} changed something"
     assert len(seen) >= 20, seen
 
 

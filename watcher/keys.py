@@ -22,6 +22,11 @@ class Keys:
         """Hash: the payment record (status, version, invoice, last poll, raw answer...)."""
         return f"{self._base}:payment:{payment_id}"
 
+    def payment_claim(self, payment_id: str) -> str:
+        """String with a TTL: who is creating this payment (an app id, "" for an admin), set
+        before Voltage is asked, so no one else adopts it before its creator does."""
+        return f"{self._base}:payment:{payment_id}:claim"
+
     def transitions(self, payment_id: str) -> str:
         """List: JSON entries, one per observed status change, oldest first."""
         return f"{self._base}:payment:{payment_id}:transitions"

@@ -17,7 +17,7 @@ from watcher.api.request_models import PaymentCreate, WatchRequest
 from watcher.api.response_models import PaymentDetail, PaymentOut, PaymentPage, Transition
 from watcher.api.routes_audit import Audit
 from watcher.engine.records import PaymentRecord, transition_out
-from watcher.engine.watching import create_and_watch, watch_existing
+from watcher.engine.watching import ForeignPayment, create_and_watch, watch_existing
 from watcher.logging import get_logger
 from watcher.timing import iso_timestamp
 from watcher.voltage.errors import VoltageError
@@ -81,9 +81,9 @@ def create_payment(
     except VoltageError as exc:
         log.warning("create failed at Voltage", error=str(exc), error_class=type(exc).__name__)
         raise voltage_error(exc) from None
+    except ForeignPayment:  # client ids are each app's own: only a hash collision
+        raise ApiError(409, "conflict", "this client_id is taken; choose another") from None
     record = result.record
-    if not caller.owns(record.app):  # client ids are each app's own: only a hash collision
-        raise ApiError(409, "conflict", "this client_id is taken; choose another")
     if result.created and record.is_final:
         background.add_task(ctx.kick_quietly)
     if not result.invoice_ready:
@@ -189,8 +189,8 @@ def create_watch(
         result = watch_existing(rt, payment_id, caller.owner)
     except VoltageError as exc:
         raise voltage_error(exc, not_found_detail=unknown) from None
-    if not caller.owns(result.record.app):  # another app's: as if it did not exist
-        raise not_found(unknown)
+    except ForeignPayment:  # another app's: as if it did not exist
+        raise not_found(unknown) from None
     if not result.created:
         response.status_code = 200
     elif result.record.is_final:

@@ -20,6 +20,8 @@ from watcher.keys import Keys
 from watcher.lua import Scripts, scripts_for
 from watcher.voltage.models import FINAL_STATUSES, Payment
 
+CLAIM_TTL = 3600  # seconds: far longer than a create takes, short enough to leave nothing behind
+
 __all__ = ["LATENCY_BUCKETS", "PaymentStore", "TransitionOutcome", "TransitionResult"]
 
 
@@ -53,6 +55,18 @@ class PaymentStore:
         self.tally = Tally(client, keys)
 
     # --- reading ---------------------------------------------------------------------------------
+    def claim(self, payment_id: str, owner: str) -> str:
+        """Mark `payment_id` as being created by `owner` (before Voltage is asked); answers
+        who holds the claim, `owner` unless another got there first."""
+        held = self.redis.set(
+            self.keys.payment_claim(payment_id), owner, nx=True, get=True, ex=CLAIM_TTL
+        )
+        return owner if held is None else cast(str, held)
+
+    def claimant(self, payment_id: str) -> str | None:
+        """Who is creating `payment_id` through the watcher, if anyone is (or did lately)."""
+        return cast(str | None, self.redis.get(self.keys.payment_claim(payment_id)))
+
     def get(self, payment_id: str) -> PaymentRecord | None:
         data = cast(dict[str, str], self.redis.hgetall(self.keys.payment(payment_id)))
         return PaymentRecord.from_hash(data) if data else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from watcher.engine.list_health import ListHealth
 from watcher.engine.records import PaymentRecord
@@ -146,6 +146,14 @@ def _metadata_problems(metadata: object) -> list[tuple[str, str]]:
     return problems
 
 
+class ForeignPayment(Exception):
+    """The payment is another app's: its caller must hear what an unknown id would get."""
+
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(f"payment {payment_id} belongs to another app")
+        self.payment_id = payment_id
+
+
 @dataclass(frozen=True)
 class WatchResult:
     record: PaymentRecord
@@ -183,9 +191,11 @@ def create_and_watch(
     payment_id = (
         payment_id_for_client_id(wallet, client_id, owner) if client_id else str(uuid.uuid4())
     )
-    existing = _already_watched(rt, payment_id)
+    existing = _already_watched(rt, payment_id, owner)
     if existing is not None:
         return existing
+    if rt.payments.claim(payment_id, owner) != owner:
+        raise ForeignPayment(payment_id)  # another's create of this id is under way
     rt.voltage.submit_receive(
         wallet_id=wallet,
         amount_msats=amount_msats,
@@ -221,10 +231,22 @@ def create_and_watch(
     )
 
 
-def watch_existing(rt: Wiring, payment_id: str, owner: str = "") -> WatchResult:
-    """Adopt a payment created elsewhere, for `owner`. Raises VoltageNotFound if Voltage does
-    not know it. Already watched, it stays whose it was: the caller checks the owner."""
-    existing = _already_watched(rt, payment_id)
+def watch_existing(rt: Wiring, payment_id: str, owner: str | None = None) -> WatchResult:
+    """Adopt a payment created elsewhere, for `owner` (an app id, "" for an admin; None for
+    the payment's creator, as a Voltage webhook does). Raises VoltageNotFound if Voltage does
+    not know it, and ForeignPayment, after the same read of Voltage, if it is another app's:
+    watched by it, or being created by it through the watcher."""
+    claimed = rt.payments.claimant(payment_id)
+    if not owner:
+        adopt_for = claimed or ""  # an admin's watch leaves an app's payment the app's
+    elif claimed is None or claimed == owner:
+        adopt_for = owner
+    else:
+        _refuse_as_unknown(rt, payment_id)
+    try:
+        existing = _already_watched(rt, payment_id, owner or "")
+    except ForeignPayment:
+        _refuse_as_unknown(rt, payment_id)
     if existing is not None:
         return existing
     payment = rt.voltage.get_payment(payment_id, purpose=Purpose.ADOPT)
@@ -234,17 +256,28 @@ def watch_existing(rt: Wiring, payment_id: str, owner: str = "") -> WatchResult:
         source="watched",
         now=now,
         first_poll_at=now + PROVISIONAL_FIRST_READ,
-        extra={"app": owner} if owner else None,
+        extra={"app": adopt_for} if adopt_for else None,
     )
     record = _first_read_scheduled(rt, payment_id, now, created)
     log.info("watching existing payment", payment_id=payment_id, status=record.status)
     return WatchResult(record, created=created, invoice_ready=bool(record.payment_request))
 
 
-def _already_watched(rt: Wiring, payment_id: str) -> WatchResult | None:
+def _refuse_as_unknown(rt: Wiring, payment_id: str) -> NoReturn:
+    """Another app's payment: read Voltage as for an id the watcher does not know, so the
+    answer (a Voltage error, or the refusal) and its timing say nothing more."""
+    rt.voltage.get_payment(payment_id, purpose=Purpose.ADOPT)
+    raise ForeignPayment(payment_id)
+
+
+def _already_watched(rt: Wiring, payment_id: str, owner: str) -> WatchResult | None:
+    """The watch of `payment_id` if there is one; ForeignPayment if it is not `owner`'s (an
+    admin, "", owns every one). Another's record is never written to."""
     existing = rt.payments.get(payment_id)
     if existing is None:
         return None
+    if owner and existing.app != owner:
+        raise ForeignPayment(payment_id)
     # Maybe stored by an attempt whose replica wait fell short: confirm it now.
     rt.payments.ensure_replicated(payment_id, rt.clock())
     return WatchResult(existing, created=False, invoice_ready=bool(existing.payment_request))

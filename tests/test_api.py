@@ -323,6 +323,8 @@ def test_redis_down_means_not_ready_and_503_never_500(make_stack: Callable[..., 
         error = error_of(api.get("/v1/payments"), 503, "redis_unavailable")
         assert "redis" in error["detail"].lower()
         assert api.get("/v1/payments").headers["retry-after"]
+        # An API key is looked up in Redis: 503 too, never 500.
+        error_of(api.get("/v1/payments", token="vwk_" + "x" * 43), 503, "redis_unavailable")
         response = api.get("/metrics")
         assert response.status_code == 200
         assert "watcher_redis_up 0.0" in response.text

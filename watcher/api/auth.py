@@ -12,15 +12,18 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
+import redis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from watcher.access.audit import token_actor
 from watcher.access.principal import Principal
 from watcher.access.principal import Scope as KeyScope
 from watcher.api.context import ApiContext, get_context
+from watcher.api.error_handlers import redis_error_response
 from watcher.api.errors import ApiError
 
 bearer_scheme = HTTPBearer(
@@ -130,16 +133,21 @@ class BearerAuthMiddleware:
         if not path.startswith(PROTECTED_PREFIX) or path in self.exempt:
             await self.app(scope, receive, send)
             return
-        given = bearer_of(scope)
-        principal = None
-        if given is not None:
-            principal = await run_in_threadpool(authenticate, self.ctx, given)
+        try:
+            principal, response = await run_in_threadpool(self._check, bearer_of(scope))
+        except redis.RedisError as exc:  # a key (or a refusal) needs Redis: out of reach is 503
+            response = redis_error_response(exc, path)
+            principal = None
         if principal is not None:
             scope.setdefault("state", {})[_STATE] = principal
             await self.app(scope, receive, send)
             return
-        response = (await run_in_threadpool(refusal, self.ctx)).response()
+        assert response is not None  # noqa: S101 - no principal comes with a refusal
         await response(scope, receive, send)
+
+    def _check(self, given: bytes | None) -> tuple[Principal | None, Response | None]:
+        principal = authenticate(self.ctx, given) if given is not None else None
+        return principal, None if principal is not None else refusal(self.ctx).response()
 
 
 def bearer_of(scope: Scope) -> bytes | None:

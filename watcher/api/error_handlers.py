@@ -90,11 +90,16 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_redis_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, redis.RedisError)  # noqa: S101 - registered for RedisError only
+    return redis_error_response(exc, request.url.path)
+
+
+def redis_error_response(exc: redis.RedisError, path: str) -> JSONResponse:
+    """503 with Retry-After when Redis is out of reach (the caller may retry), else a 500."""
     detail = redis_outage(exc)
     if detail is None:
-        log_failure(log, "unexpected Redis error in the API", exc, path=request.url.path)
+        log_failure(log, "unexpected Redis error in the API", exc, path=path)
         return ApiError(500, "internal_error", INTERNAL_ERROR).response()
-    log.error("redis unavailable", path=request.url.path, error=type(exc).__name__)
+    log.error("redis unavailable", path=path, error=type(exc).__name__)
     return redis_unavailable(detail).response()
 
 

@@ -329,6 +329,30 @@ def test_the_cli_manages_apps_and_keys(make_stack: Callable[..., Stack]) -> None
     assert actions == ["app.deleted", "key.revoked", "key.rotated", "key.created", "app.created"]
 
 
+def test_the_cli_makes_payments_and_subscriptions_for_an_app(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = api_stack(make_stack)
+    app_id = json.loads(run_cli(stack, "apps", "create", "shop", "--json").stdout)["id"]
+    made = run_cli(stack, "create", "--amount-msats", "1000", "--app", "shop", "--json")
+    assert made.returncode == 0, made.stderr
+    payment = json.loads(made.stdout)
+    assert payment["app_id"] == app_id
+    sub = run_cli(stack, "subscriptions", "add", "http://127.0.0.1:9/x", "--app", "shop", "--json")
+    assert sub.returncode == 0, sub.stderr
+    assert json.loads(sub.stdout)["app_id"] == app_id
+    again = run_cli(stack, "watch", payment["id"], "--app", "shop")
+    assert again.returncode == 0, again.stderr
+    assert "already watched" in again.stdout
+    admins = run_cli(stack, "create", "--amount-msats", "1000", "--json")
+    theirs = run_cli(stack, "watch", json.loads(admins.stdout)["id"], "--app", "shop")
+    assert theirs.returncode != 0
+    assert "another app" in theirs.stderr
+    unknown = run_cli(stack, "create", "--amount-msats", "1000", "--app", "nope")
+    assert unknown.returncode != 0
+    assert "no app named 'nope'" in unknown.stderr
+
+
 def test_through_a_real_worker_each_app_receives_only_its_own_payments(
     make_stack: Callable[..., Stack], sim_control: SimControl, receivers: Callable[[], Receiver]
 ) -> None:

@@ -13,6 +13,7 @@ import redis
 from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoPermissionError
 from redis.sentinel import MasterNotFoundError
 
+from watcher.access.tenants import AppNotFound
 from watcher.logging import configure_logging, redact
 from watcher.runtime import Runtime
 from watcher.settings import ConfigError, Settings, get_settings, load_settings
@@ -126,6 +127,25 @@ def redis_failure_message(settings: Settings, exc: Exception) -> str:
 def redis_failure_exit(settings: Settings, exc: Exception) -> NoReturn:
     click.echo(f"watcher: {redis_failure_message(settings, exc)}", err=True)
     sys.exit(REDIS_EXIT)
+
+
+app_option = click.option(
+    "--app",
+    "app_name",
+    default=None,
+    metavar="NAME",
+    help="Make it this app's (as that app's key would); default: admin's.",
+)
+
+
+def owner_or_exit(rt: Runtime, app_name: str | None) -> str:
+    """The app id that `--app NAME` names ("" without it: an admin's)."""
+    if app_name is None:
+        return ""
+    try:
+        return rt.tenants.app_named(app_name).id
+    except AppNotFound as exc:
+        fail(str(exc))
 
 
 def fail(message: str) -> NoReturn:

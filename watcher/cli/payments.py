@@ -6,11 +6,19 @@ import click
 
 from watcher.access.audit import AuditAction
 from watcher.cli.audit import record
-from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
+from watcher.cli.common import (
+    app_option,
+    echo_json,
+    echo_table,
+    fail,
+    owner_or_exit,
+    parse_pairs,
+    runtime_or_exit,
+)
 from watcher.cli.params import PAYMENT_ID
 from watcher.engine.list_health import HealthState
 from watcher.engine.records import transition_out
-from watcher.engine.watching import create_and_watch, watch_existing
+from watcher.engine.watching import ForeignPayment, create_and_watch, watch_existing
 from watcher.timing import iso_timestamp
 from watcher.voltage.errors import VoltageError, VoltageNotFound
 from watcher.voltage.purpose import Purpose
@@ -32,6 +40,7 @@ from watcher.voltage.purpose import Purpose
 )
 @click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
 @click.option("--client-id", default=None, help="Makes the create idempotent.")
+@app_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def create(
     amount_msats: int | None,
@@ -39,10 +48,12 @@ def create(
     expiration: int | None,
     metadata: tuple[str, ...],
     client_id: str | None,
+    app_name: str | None,
     as_json: bool,
 ) -> None:
     """Create a receive on Voltage and watch it; prints the id and the BOLT11 invoice."""
     rt = runtime_or_exit(need_voltage=True)
+    owner = owner_or_exit(rt, app_name)
     try:
         result = create_and_watch(
             rt,
@@ -51,7 +62,10 @@ def create(
             expiration=expiration,
             metadata=parse_pairs(metadata, "--metadata"),
             client_id=client_id,
+            owner=owner,
         )
+    except ForeignPayment:
+        fail(f"client id {client_id!r} is taken by another app's payment; choose another")
     except (VoltageError, ValueError) as exc:
         fail(str(exc))
     if result.created:
@@ -67,11 +81,15 @@ def create(
 
 @click.command("watch")
 @click.argument("payment_id", type=PAYMENT_ID)
-def watch(payment_id: str) -> None:
+@app_option
+def watch(payment_id: str, app_name: str | None) -> None:
     """Watch a payment created elsewhere (by its Voltage id)."""
     rt = runtime_or_exit(need_voltage=True)
+    owner = owner_or_exit(rt, app_name)
     try:
-        result = watch_existing(rt, payment_id)
+        result = watch_existing(rt, payment_id, owner or None)
+    except ForeignPayment:
+        fail(f"payment {payment_id!r} is another app's (or being created by one)")
     except VoltageNotFound:
         fail(f"Voltage has no payment {payment_id!r} in this environment")
     except VoltageError as exc:

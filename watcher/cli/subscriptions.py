@@ -6,7 +6,15 @@ import click
 
 from watcher.access.audit import AuditAction
 from watcher.cli.audit import record
-from watcher.cli.common import echo_json, echo_table, fail, parse_pairs, runtime_or_exit
+from watcher.cli.common import (
+    app_option,
+    echo_json,
+    echo_table,
+    fail,
+    owner_or_exit,
+    parse_pairs,
+    runtime_or_exit,
+)
 from watcher.cli.params import SUBSCRIPTION_ID
 from watcher.delivery.subscriptions import (
     PAYMENT_EVENT_TYPES,
@@ -43,6 +51,7 @@ def _get(rt: Runtime, subscription_id: str) -> Subscription:
 @click.option("--wallet-id", default=None, help="Only payments of this wallet.")
 @click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="Only payments with it.")
 @click.option("--description", default=None)
+@app_option
 @click.option("--json", "as_json", is_flag=True)
 def add(
     url: str,
@@ -50,10 +59,13 @@ def add(
     wallet_id: str | None,
     metadata: tuple[str, ...],
     description: str | None,
+    app_name: str | None,
     as_json: bool,
 ) -> None:
-    """Subscribe URL; prints the signing secret, which is shown only this once."""
+    """Subscribe URL; prints the signing secret, which is shown only this once. With --app,
+    it takes only that app's events."""
     rt = runtime_or_exit()
+    owner = owner_or_exit(rt, app_name)
     try:
         sub, secret = rt.subscriptions.create(
             url=url,
@@ -61,6 +73,7 @@ def add(
             wallet_id=wallet_id,
             metadata_filter=parse_pairs(metadata, "--metadata"),
             description=description,
+            owner=owner,
         )
     except InvalidSubscription as exc:
         fail(str(exc))

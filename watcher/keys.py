@@ -71,6 +71,11 @@ class Keys:
         """Sorted set: deliveries being attempted right now, scored by their lease's end."""
         return f"{self._base}:sub:{subscription_id}:inflight"
 
+    def subscription_health(self, subscription_id: str, hour: int) -> str:
+        """Hash with a TTL: one unix hour of a subscription's attempts (count, successes,
+        latency bucket counts, the hour's last failure), for its 24-hour health."""
+        return f"{self._base}:sub:{subscription_id}:health:{hour}"
+
     def delivery(self, delivery_id: str) -> str:
         """Hash: one (event, subscription) delivery: status, attempt count, next attempt."""
         return f"{self._base}:delivery:{delivery_id}"

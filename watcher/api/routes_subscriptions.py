@@ -50,7 +50,7 @@ def _invalid(exc: InvalidSubscription) -> ApiError:
     return invalid(f"body.{exc.field}", message)
 
 
-def _get(ctx: ApiContext, caller: Principal, subscription_id: str) -> Subscription:
+def owned_subscription(ctx: ApiContext, caller: Principal, subscription_id: str) -> Subscription:
     """The subscription if the caller may see it; another app's is as unknown as none."""
     try:
         sub = ctx.runtime.subscriptions.get(subscription_id)
@@ -129,7 +129,7 @@ def list_subscriptions(
     responses=error_responses(401, 404, 422, 500, 503),
 )
 def get_subscription(subscription_id: SubscriptionId, ctx: Ctx, caller: Caller) -> SubscriptionOut:
-    return subscription_out(_get(ctx, caller, subscription_id))
+    return subscription_out(owned_subscription(ctx, caller, subscription_id))
 
 
 @router.patch(
@@ -166,7 +166,7 @@ def update_subscription(
             changes["wallet_id"] = filters.wallet_id or ""
         if "metadata" in filters.model_fields_set:
             changes["metadata_filter"] = filters.metadata or {}
-    _get(ctx, caller, subscription_id)
+    owned_subscription(ctx, caller, subscription_id)
     try:
         sub = ctx.runtime.subscriptions.update(subscription_id, **changes)
     except SubscriptionNotFound:
@@ -190,7 +190,7 @@ def update_subscription(
 def delete_subscription(
     subscription_id: SubscriptionId, ctx: Ctx, caller: Caller, audit: Audit
 ) -> Response:
-    _get(ctx, caller, subscription_id)
+    owned_subscription(ctx, caller, subscription_id)
     try:
         ctx.runtime.subscriptions.delete(subscription_id)
     except SubscriptionNotFound:
@@ -212,7 +212,7 @@ def rotate_secret(
     rt = ctx.runtime
     overlap = rt.settings.watcher_webhook_secret_overlap
     now = rt.clock()
-    had_secrets = bool(_get(ctx, caller, subscription_id).active_secrets(now))
+    had_secrets = bool(owned_subscription(ctx, caller, subscription_id).active_secrets(now))
     try:
         sub, secret = rt.subscriptions.rotate_secret(subscription_id, overlap=overlap, now=now)
     except SubscriptionNotFound:
@@ -241,7 +241,7 @@ def send_test_event(
     audit: Audit,
 ) -> TestEventResult:
     rt = ctx.runtime
-    sub = _get(ctx, caller, subscription_id)
+    sub = owned_subscription(ctx, caller, subscription_id)
     if not sub.enabled:
         raise ApiError(
             409,
@@ -283,7 +283,7 @@ def recover(
     since, until = body.since.timestamp(), body.until.timestamp()
     if until < since:
         raise invalid("body.until", "must not be before `since`")
-    _get(ctx, caller, subscription_id)
+    owned_subscription(ctx, caller, subscription_id)
     ids = rt.deliveries.recover(subscription_id, since=since, until=until, now=rt.clock())
     if ids:
         background.add_task(ctx.kick_quietly)

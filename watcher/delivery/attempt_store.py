@@ -2,8 +2,9 @@
 
 The read (`begin_attempt.lua`) brings the delivery, its subscription and its event and takes
 an in-flight slot; the write (`finish_attempt.lua`) logs the attempt, moves the delivery on,
-counts it, gives the slot back and notes the subscriber's health. They were seven round trips
-and about 17 commands (docs/performance.md). In a chunk that goes well, the write after one
+counts it, gives the slot back and notes the subscriber's health and its hourly health
+bucket (delivery/health_stats.py). They were seven round trips and about 17 commands
+(docs/performance.md). In a chunk that goes well, the write after one
 attempt also begins the next (`Then`): about one round trip per delivery.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 import redis
 
+from watcher.delivery import health_stats
 from watcher.delivery.store import SUCCEEDED, Delivery, OutboxEvent
 from watcher.delivery.subscriptions import Subscription
 from watcher.keys import Keys
@@ -66,6 +68,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 class AttemptStore:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.keys = keys
+        self._client = client
         scripts = scripts_for(client)
         self._begin = scripts.begin_attempt
         self._finish = scripts.finish_attempt
@@ -120,6 +123,7 @@ class AttemptStore:
             repr(next_attempt_at) if next_attempt_at is not None else "",
             health,
             repr(now),
+            *_stats_args(attempt, status, now),
             2 * len(updates),
             *(item for pair in updates.items() for item in pair),
         ]
@@ -133,6 +137,7 @@ class AttemptStore:
             keys.counters,
             keys.subscription_inflight(sub_id),
             keys.subscription(sub_id),
+            keys.subscription_health(sub_id, health_stats.hour_of(now)),
         ]
         if then is not None:
             script_keys += [keys.delivery(then.delivery_id), keys.outbox]
@@ -140,6 +145,28 @@ class AttemptStore:
         answer: list[Any] = self._finish(keys=script_keys, args=args)
         since = float(answer[0]) if answer[0] else now
         return since, _begun(answer[1]) if len(answer) > 1 else None
+
+    def health_hours(self, subscription_id: str, now: float) -> dict[int, dict[str, str]]:
+        """The subscription's hourly health buckets of the 24 hours before `now`, in one
+        round trip (hours without attempts are absent)."""
+        hours = health_stats.window_hours(now)
+        pipe = self._client.pipeline(transaction=False)
+        for hour in hours:
+            pipe.hgetall(self.keys.subscription_health(subscription_id, hour))
+        found: list[dict[str, str]] = pipe.execute()
+        return {hour: bucket for hour, bucket in zip(hours, found, strict=True) if bucket}
+
+
+def _stats_args(attempt: dict[str, Any], status: str, now: float) -> list[str]:
+    """The health bucket's arguments of `finish_attempt.lua`: latency field, success flag,
+    failure record (or ''), TTL."""
+    succeeded = status == SUCCEEDED
+    return [
+        health_stats.latency_field(float(attempt.get("latency_ms") or 0.0)),
+        "1" if succeeded else "0",
+        "" if succeeded else health_stats.failure_record(attempt, now),
+        str(health_stats.BUCKET_TTL),
+    ]
 
 
 def _begun(answer: list[Any]) -> Begun:

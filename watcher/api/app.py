@@ -17,9 +17,11 @@ from watcher import __version__
 from watcher.api import (
     ingress,
     routes_audit,
+    routes_console,
     routes_deliveries,
     routes_health,
     routes_payments,
+    routes_subscription_health,
     routes_subscriptions,
     routes_tenants,
 )
@@ -145,6 +147,7 @@ def _include_routers(app: FastAPI) -> None:
     routers = (
         routes_payments,
         routes_subscriptions,
+        routes_subscription_health,
         routes_deliveries,
         routes_audit,
         routes_tenants,
@@ -153,3 +156,4 @@ def _include_routers(app: FastAPI) -> None:
         app.include_router(routes.router, prefix="/v1", dependencies=protected, responses=limited)
     app.include_router(ingress.router, prefix="/v1")
     app.include_router(routes_health.router)
+    app.include_router(routes_console.router)

@@ -12,7 +12,7 @@ import redis
 
 from watcher.access.principal import Principal, Scope
 from watcher.access.tenants import TenantError, TenantStore, retire_app
-from watcher.delivery.subscriptions import SubscriptionStore
+from watcher.delivery.subscriptions import SubscriptionNotFound, SubscriptionStore
 from watcher.keys import Keys
 
 pytestmark = pytest.mark.timeout(60)
@@ -183,3 +183,43 @@ def test_a_subscription_made_by_a_key_of_an_app_being_deleted_is_disabled(
     settled = settle_for_app(tenants, subs, caller, sub, now=3.0)
     assert settled.enabled is False
     assert subs.get(sub.id).enabled is False
+
+
+def test_a_secret_rotated_while_the_subscription_is_edited_is_kept(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    subs = SubscriptionStore(redis_client, keys, allow_private=True)
+    sub, _ = subs.create(url="http://127.0.0.1:9/x", event_types=["payment.completed"])
+    handed_out: list[str] = []
+
+    def rotate_or_edit(i: int) -> None:
+        for n in range(15):
+            if i % 2:
+                handed_out.append(subs.rotate_secret(sub.id, overlap=3600, now=2.0 + n)[1])
+            else:
+                subs.update(sub.id, description=f"edit {i}-{n}")
+
+    all_at_once(rotate_or_edit, count=4)
+    stored = {s.secret for s in subs.get(sub.id).secrets}
+    # Every secret a caller was given signs (within the overlap), none was lost to an edit.
+    assert set(handed_out) <= stored
+
+
+def test_a_subscription_deleted_while_it_is_disabled_stays_deleted(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    subs = SubscriptionStore(redis_client, keys, allow_private=True)
+    for round_ in range(40):
+        sub, _ = subs.create(url="http://127.0.0.1:9/x", event_types=["payment.completed"])
+
+        def disable_or_delete(i: int, sub_id: str = sub.id) -> None:
+            try:
+                if i == 0:
+                    subs.delete(sub_id)
+                else:
+                    subs.disable(sub_id, "racing", now=2.0)
+            except SubscriptionNotFound:
+                pass  # the other got there first
+
+        all_at_once(disable_or_delete, count=3)
+        assert not redis_client.exists(keys.subscription(sub.id)), round_

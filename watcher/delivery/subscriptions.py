@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 
 from watcher.delivery.signing import generate_secret
 from watcher.delivery.ssrf import UnsafeURLError, check_url
@@ -176,6 +177,12 @@ class SubscriptionStore:
         self.allow_private = allow_private
 
     def _save(self, sub: Subscription) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        self._write(pipe, sub)
+        pipe.execute()
+        self._replicate(sub)
+
+    def _write(self, pipe: Pipeline, sub: Subscription) -> None:
         fields = {
             "id": sub.id,
             "url": sub.url,
@@ -189,16 +196,36 @@ class SubscriptionStore:
             "secrets": json.dumps([s.__dict__ for s in sub.secrets]),
             "app": sub.app,
         }
-        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.subscription(sub.id), mapping=cast(Any, fields))
         pipe.zadd(self.keys.subscriptions_index, {sub.id: sub.created_at})
-        pipe.execute()
+
+    def _replicate(self, sub: Subscription) -> None:
         if self.durability.replicas > 0:
             # A write on the WAIT's own connection, so the WAIT covers it (and all before it).
             check = self.redis.pipeline(transaction=False)
             check.hset(self.keys.subscription(sub.id), "replicated_at", repr(time.time()))
             self.durability.wait_in(check)
             self.durability.check(check.execute(), f"subscription {sub.id}")
+
+    def _modify(self, subscription_id: str, change: Callable[[Subscription], None]) -> Subscription:
+        """Read, `change`, write, under WATCH: two API processes changing one subscription
+        (an edit and a rotation) both land, and one deleted meanwhile is not written back."""
+        name = self.keys.subscription(subscription_id)
+        changed: list[Subscription] = []
+
+        def run(pipe: Pipeline) -> None:
+            data = cast(dict[str, str], pipe.hgetall(name))
+            if not data:
+                raise SubscriptionNotFound(subscription_id)
+            sub = Subscription.from_hash(data)
+            change(sub)
+            pipe.multi()
+            self._write(pipe, sub)
+            changed[:] = [sub]
+
+        self.redis.transaction(run, name)
+        self._replicate(changed[0])
+        return changed[0]
 
     def create(
         self,
@@ -288,33 +315,41 @@ class SubscriptionStore:
         now: float | None = None,
     ) -> Subscription:
         """Change only what is given; all of it is validated before anything is written."""
-        sub = self.get(subscription_id)
-        if url is not None:
-            sub.url = _check_url(url, self.allow_private)
-        if event_types is not None:
-            sub.event_types = _check_event_types(event_types)
-        if wallet_id is not None:
-            sub.wallet_id = wallet_id or None
-        if metadata_filter is not None:
-            sub.metadata_filter = _check_metadata_filter(metadata_filter)
-        if description is not None:
-            sub.description = _check_description(description) or None
-        if enabled is not None:
-            sub.enabled = enabled
-            sub.disabled_reason = None if enabled else "disabled by an operator"
-        sub.updated_at = time.time() if now is None else now
-        self._save(sub)
+        checked_url = _check_url(url, self.allow_private) if url is not None else None
+        checked_types = _check_event_types(event_types) if event_types is not None else None
+        checked_filter = (
+            _check_metadata_filter(metadata_filter) if metadata_filter is not None else None
+        )
+        checked_description = _check_description(description) if description is not None else None
+
+        def change(sub: Subscription) -> None:
+            if checked_url is not None:
+                sub.url = checked_url
+            if checked_types is not None:
+                sub.event_types = checked_types
+            if wallet_id is not None:
+                sub.wallet_id = wallet_id or None
+            if checked_filter is not None:
+                sub.metadata_filter = checked_filter
+            if description is not None:
+                sub.description = checked_description or None
+            if enabled is not None:
+                sub.enabled = enabled
+                sub.disabled_reason = None if enabled else "disabled by an operator"
+            sub.updated_at = time.time() if now is None else now
+
+        sub = self._modify(subscription_id, change)
         if enabled:
             self.note_success(sub.id)
         return sub
 
     def disable(self, subscription_id: str, reason: str, now: float | None = None) -> Subscription:
-        sub = self.get(subscription_id)
-        sub.enabled = False
-        sub.disabled_reason = reason
-        sub.updated_at = time.time() if now is None else now
-        self._save(sub)
-        return sub
+        def change(sub: Subscription) -> None:
+            sub.enabled = False
+            sub.disabled_reason = reason
+            sub.updated_at = time.time() if now is None else now
+
+        return self._modify(subscription_id, change)
 
     def note_failure(self, subscription_id: str, now: float) -> float:
         """Remember when this subscriber started failing (kept until a success)."""
@@ -327,11 +362,11 @@ class SubscriptionStore:
         self.redis.hdel(self.keys.subscription(subscription_id), "failing_since")
 
     def delete(self, subscription_id: str) -> None:
-        self.get(subscription_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.subscription(subscription_id))
         pipe.zrem(self.keys.subscriptions_index, subscription_id)
-        pipe.execute()
+        if not pipe.execute()[0]:
+            raise SubscriptionNotFound(subscription_id)
 
     def rotate_secret(
         self, subscription_id: str, *, overlap: float, now: float | None = None
@@ -339,14 +374,17 @@ class SubscriptionStore:
         """A new secret signs from now on; the previous ones keep signing for `overlap`
         seconds so receivers can switch without rejecting a single delivery."""
         at = time.time() if now is None else now
-        sub = self.get(subscription_id)
-        kept = [
-            SigningSecret(s.secret, s.created_at, min(s.expires_at or at + overlap, at + overlap))
-            for s in sub.secrets
-            if s.expires_at is None or s.expires_at > at
-        ]
         secret = generate_secret()
-        sub.secrets = [SigningSecret(secret=secret, created_at=at), *kept]
-        sub.updated_at = at
-        self._save(sub)
-        return sub, secret
+
+        def change(sub: Subscription) -> None:
+            kept = [
+                SigningSecret(
+                    s.secret, s.created_at, min(s.expires_at or at + overlap, at + overlap)
+                )
+                for s in sub.secrets
+                if s.expires_at is None or s.expires_at > at
+            ]
+            sub.secrets = [SigningSecret(secret=secret, created_at=at), *kept]
+            sub.updated_at = at
+
+        return self._modify(subscription_id, change), secret

@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "watcher/logging.py",
             "watcher/durability.py",  # the stores' replica waits
             "watcher/paging.py",  # keyset pages the stores serve
+            "watcher/transactions.py",  # read-decide-write under WATCH, for the stores
             "watcher/lua/",
             "watcher/preflight.py",  # checks the supervisor runs before starting anything
             "watcher/redis_server.py",  # one redis-server process; imports nothing of ours

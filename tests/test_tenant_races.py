@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from watcher.access.principal import Principal, Scope
-from watcher.access.tenants import TenantError, TenantStore, retire_app
+from watcher.access.principal import Scope
+from watcher.access.tenants import App, AppNotFound, TenantError, TenantStore, retire_app
 from watcher.delivery.subscriptions import SubscriptionNotFound, SubscriptionStore
 from watcher.keys import Keys
 
@@ -101,7 +101,9 @@ def test_a_key_revoked_while_being_rotated_stays_revoked(
         assert digests_of(redis_client, keys, key.id) == [], round_
 
 
-def test_no_key_made_while_its_app_is_deleted_survives(tenants: TenantStore) -> None:
+def test_no_key_made_while_its_app_is_deleted_survives(
+    redis_client: redis.Redis, keys: Keys, tenants: TenantStore
+) -> None:
     app = tenants.create_app("doomed", now=1.0)
     made: list[str] = []
     deleted = threading.Event()
@@ -116,7 +118,7 @@ def test_no_key_made_while_its_app_is_deleted_survives(tenants: TenantStore) -> 
         # Keep making keys until well after the deletion: each is refused or revoked.
         for _ in range(200):
             try:
-                made.append(tenants.create_key(app.id, Scope.WRITE, now=2.0)[1])
+                made.append(tenants.create_key(app.id, Scope.WRITE, now=2.0)[0].id)
             except TenantError:
                 return
             if deleted.is_set() and len(made) > 40:
@@ -124,7 +126,9 @@ def test_no_key_made_while_its_app_is_deleted_survives(tenants: TenantStore) -> 
 
     all_at_once(make_or_delete)
     assert made
-    assert [s for s in made if tenants.authenticate(s.encode())] == []
+    # Revoked, not merely refused because the app is gone: no digest of theirs is left.
+    assert [k for k in made if tenants.get_key(k).revoked_at is None] == []
+    assert [k for k in made if digests_of(redis_client, keys, k)] == []
 
 
 def test_a_key_of_a_deleted_app_is_refused_even_if_its_revocation_was_lost(
@@ -176,11 +180,10 @@ def test_a_subscription_made_by_a_key_of_an_app_being_deleted_is_disabled(
 
     subs = SubscriptionStore(redis_client, keys, allow_private=True)
     app = tenants.create_app("late", now=1.0)
-    caller = Principal("key_late", app.id, Scope.WRITE)  # authenticated before the deletion
     retire_app(tenants, subs, "late", now=2.0)
     sub, _ = subs.create(url="http://127.0.0.1:9/x", event_types=["payment.completed"],
                          owner=app.id)  # fmt: skip
-    settled = settle_for_app(tenants, subs, caller, sub, now=3.0)
+    settled = settle_for_app(tenants, subs, sub, now=3.0)
     assert settled.enabled is False
     assert subs.get(sub.id).enabled is False
 
@@ -223,3 +226,22 @@ def test_a_subscription_deleted_while_it_is_disabled_stays_deleted(
 
         all_at_once(disable_or_delete, count=3)
         assert not redis_client.exists(keys.subscription(sub.id)), round_
+
+
+def test_a_stale_deletion_of_a_name_leaves_the_app_made_since_alone(tenants: TenantStore) -> None:
+    old = tenants.create_app("shop", now=1.0)
+    real_app_named = tenants.app_named
+
+    def stale(name: str) -> App:
+        found = real_app_named(name)
+        tenants.app_named = real_app_named  # type: ignore[method-assign]
+        tenants.delete_app(name, now=2.0)  # another operator, meanwhile: delete, make anew
+        tenants.create_app(name, now=3.0)
+        return found
+
+    tenants.app_named = stale  # type: ignore[method-assign]
+    with pytest.raises(AppNotFound):
+        tenants.delete_app("shop", now=4.0)
+    renewed = tenants.app_named("shop")
+    assert renewed.id != old.id
+    assert tenants.app_by_id(renewed.id) is not None

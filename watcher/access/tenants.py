@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
@@ -23,8 +22,7 @@ from watcher.delivery.subscriptions import Subscription, SubscriptionNotFound, S
 from watcher.keys import Keys
 from watcher.lua import scripts_for
 from watcher.timing import iso_timestamp
-
-T = TypeVar("T")
+from watcher.transactions import watched
 
 KEY_PREFIX = "vwk_"
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -143,10 +141,15 @@ class TenantStore:
         app) and no key can be made for it; then its keys are revoked, including one made
         while this ran. Its name is free again: a new app of that name is a new tenant."""
         app = self.app_named(name)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self.keys.app(app.id), self.keys.app_name(name))
-        pipe.zrem(self.keys.apps_index, app.id)
-        pipe.execute()
+
+        def remove(pipe: Pipeline) -> None:
+            if pipe.get(self.keys.app_name(name)) != app.id:  # deleted (and remade) meanwhile
+                raise AppNotFound(f"no app named {name!r}")
+            pipe.multi()
+            pipe.delete(self.keys.app(app.id), self.keys.app_name(name))
+            pipe.zrem(self.keys.apps_index, app.id)
+
+        watched(self.redis, remove, self.keys.app_name(name))
         revoked = [k.id for k in self.keys_of(app.id) if k.revoked_at is None]
         for key_id in revoked:
             self.revoke(key_id, now)
@@ -158,7 +161,7 @@ class TenantStore:
         Written only if the app still exists when it is written (WATCH), so a key made while
         its app is deleted is either refused here or seen, and revoked, by the deletion."""
         key = ApiKey(f"key_{secrets.token_hex(8)}", app_id, scope, now, None, None)
-        watched = [self.keys.app(app_id)] if app_id else []
+        guarded = [self.keys.app(app_id)] if app_id else []
 
         def write(pipe: Pipeline) -> str:
             if app_id and not pipe.exists(self.keys.app(app_id)):
@@ -173,7 +176,7 @@ class TenantStore:
             pipe.zadd(self.keys.api_keys_index, {key.id: now})
             return secret
 
-        secret = _transact(self.redis, write, *watched)
+        secret = watched(self.redis, write, *guarded)
         return key, secret
 
     def get_key(self, key_id: str) -> ApiKey:
@@ -225,7 +228,7 @@ class TenantStore:
             pipe.hset(name, mapping={"rotated_at": repr(now), "digest": digest})
             return secret
 
-        return _transact(self.redis, write, name)
+        return watched(self.redis, write, name)
 
     def any_keys(self) -> bool:
         """Were keys ever made (so a refusal is a wrong key, not an unconfigured API)?"""
@@ -258,17 +261,6 @@ class TenantStore:
 
     def _digest_key(self, digest: str) -> str:
         return self.keys.api_key_digest(digest)
-
-
-def _transact(client: redis.Redis, write: Callable[[Pipeline], T], *watched: str) -> T:
-    """`write(pipe)` under WATCH of `watched`, run again whenever one changed before EXEC."""
-    result: list[T] = []
-
-    def run(pipe: Pipeline) -> None:
-        result[:] = [write(pipe)]
-
-    client.transaction(run, *watched)
-    return result[0]
 
 
 def new_key(
@@ -323,15 +315,14 @@ def _disable_enabled_of(
 def settle_for_app(
     tenants: TenantStore,
     subscriptions: SubscriptionStore,
-    caller: Principal,
     sub: Subscription,
     now: float,
 ) -> Subscription:
-    """After a change that leaves `sub` enabled: if the caller's app was deleted meanwhile
-    (its request authenticated just before), disable it, as the deletion would have. Written
+    """After a change that leaves `sub` enabled: if its app was deleted meanwhile (the
+    request authenticated just before), disable it, as the deletion would have. Written
     first, checked second, so either the deletion's pass sees it or this check sees the app
     gone."""
-    if not sub.enabled or caller.app_id is None or tenants.app_by_id(caller.app_id):
+    if not sub.enabled or not sub.app or tenants.app_by_id(sub.app):
         return sub
     try:
         return subscriptions.disable(sub.id, "its app was deleted", now=now)

@@ -61,10 +61,10 @@ def owned_subscription(ctx: ApiContext, caller: Principal, subscription_id: str)
     return sub
 
 
-def _settled(ctx: ApiContext, caller: Principal, sub: Subscription) -> Subscription:
+def _settled(ctx: ApiContext, sub: Subscription) -> Subscription:
     """Disabled again if the caller's app was deleted while this request ran."""
     rt = ctx.runtime
-    return settle_for_app(rt.tenants, rt.subscriptions, caller, sub, rt.clock())
+    return settle_for_app(rt.tenants, rt.subscriptions, sub, rt.clock())
 
 
 @router.post(
@@ -94,7 +94,7 @@ def create_subscription(
         )
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
-    sub = _settled(ctx, caller, sub)
+    sub = _settled(ctx, sub)
     log.info("subscription created", subscription_id=sub.id, event_types=sub.event_types)
     audit.record(AuditAction.SUBSCRIPTION_CREATED, sub.id, ", ".join(sub.event_types))
     return SubscriptionWithSecret.model_validate({**sub.to_public(), "secret": secret})
@@ -141,7 +141,7 @@ def get_subscription(subscription_id: SubscriptionId, ctx: Ctx, caller: Caller) 
         "replaces the old one and `null` clears it; `description: null` clears it. "
         "`enabled: true` re-enables a subscription that was disabled (and clears the reason)."
     ),
-    responses=error_responses(400, 401, 404, 413, 422, 500, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 422, 500, 503),
 )
 def update_subscription(
     subscription_id: SubscriptionId,
@@ -166,14 +166,16 @@ def update_subscription(
             changes["wallet_id"] = filters.wallet_id or ""
         if "metadata" in filters.model_fields_set:
             changes["metadata_filter"] = filters.metadata or {}
-    owned_subscription(ctx, caller, subscription_id)
+    current = owned_subscription(ctx, caller, subscription_id)
+    if body.enabled and current.app and ctx.runtime.tenants.app_by_id(current.app) is None:
+        raise ApiError(409, "conflict", "its app was deleted: it cannot be enabled again")
     try:
         sub = ctx.runtime.subscriptions.update(subscription_id, **changes)
     except SubscriptionNotFound:
         raise not_found(f"no subscription with id {subscription_id!r}") from None
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
-    sub = _settled(ctx, caller, sub)
+    sub = _settled(ctx, sub)
     log.info("subscription updated", subscription_id=sub.id, changed=sorted(changes))
     audit.record(AuditAction.SUBSCRIPTION_CHANGED, sub.id, ", ".join(sorted(changes)))
     return subscription_out(sub)

@@ -22,6 +22,7 @@ from watcher.durability import Durability
 from watcher.keys import Keys
 from watcher.paging import zset_page
 from watcher.timing import iso_timestamp
+from watcher.transactions import watched
 
 PAYMENT_EVENT_TYPES = ("payment.completed", "payment.failed", "payment.expired")
 TEST_EVENT_TYPE = "webhook.test"
@@ -211,9 +212,8 @@ class SubscriptionStore:
         """Read, `change`, write, under WATCH: two API processes changing one subscription
         (an edit and a rotation) both land, and one deleted meanwhile is not written back."""
         name = self.keys.subscription(subscription_id)
-        changed: list[Subscription] = []
 
-        def run(pipe: Pipeline) -> None:
+        def run(pipe: Pipeline) -> Subscription:
             data = cast(dict[str, str], pipe.hgetall(name))
             if not data:
                 raise SubscriptionNotFound(subscription_id)
@@ -221,11 +221,11 @@ class SubscriptionStore:
             change(sub)
             pipe.multi()
             self._write(pipe, sub)
-            changed[:] = [sub]
+            return sub
 
-        self.redis.transaction(run, name)
-        self._replicate(changed[0])
-        return changed[0]
+        sub = watched(self.redis, run, name)
+        self._replicate(sub)
+        return sub
 
     def create(
         self,

@@ -56,10 +56,14 @@ def test_a_voltage_webhook_before_adoption_keeps_the_payment_the_creating_apps(
     app_id, key = app_key(api, "shop")
     before_adopt(stack, lambda pid: watch_existing(stack.runtime, pid))  # as the ingress does
     order = {"amount_msats": 1_000, "client_id": "o-1"}
-    made = ok(api.post("/v1/payments", order, token=key), 200)  # the webhook adopted it first
-    assert made["app_id"] == app_id
+    made = ok(api.post("/v1/payments", order, token=key), 201)  # created, though adopted first
+    assert (made["app_id"], made["source"]) == (app_id, "created")
+    payments = stack.runtime.payments
+    assert payments.redis.hget(payments.keys.payment(made["id"]), "client_id") == "o-1"
     assert ok(api.get(f"/v1/payments/{made['id']}", token=key))["app_id"] == app_id
     assert ok(api.post("/v1/payments", order, token=key), 200)["id"] == made["id"]
+    audit = ok(api.get("/v1/audit?action=payment.created"))["items"]
+    assert [entry["target"] for entry in audit] == [made["id"]]
 
 
 def test_another_app_cannot_watch_a_payment_being_created(api: ApiClient, stack: Stack) -> None:

@@ -58,14 +58,16 @@ class PaymentStore:
     def claim(self, payment_id: str, owner: str) -> str:
         """Mark `payment_id` as being created by `owner` (before Voltage is asked); answers
         who holds the claim, `owner` unless another got there first."""
-        held = self.redis.set(
-            self.keys.payment_claim(payment_id), owner, nx=True, get=True, ex=CLAIM_TTL
+        held = self.scripts.claim(
+            keys=[self.keys.payment_claim(payment_id)], args=[owner, CLAIM_TTL]
         )
-        return owner if held is None else cast(str, held)
+        return cast(str, held)
 
-    def claimant(self, payment_id: str) -> str | None:
-        """Who is creating `payment_id` through the watcher, if anyone is (or did lately)."""
-        return cast(str | None, self.redis.get(self.keys.payment_claim(payment_id)))
+    def mark_created(self, payment_id: str, extra: dict[str, str]) -> bool:
+        """The create's own fields on a record a Voltage webhook adopted first; False when
+        the record was a create's already."""
+        pairs = [item for pair in extra.items() for item in pair]
+        return bool(self.scripts.mark_created(keys=[self.keys.payment(payment_id)], args=pairs))
 
     def get(self, payment_id: str) -> PaymentRecord | None:
         data = cast(dict[str, str], self.redis.hgetall(self.keys.payment(payment_id)))

@@ -206,26 +206,33 @@ def create_and_watch(
     )
     now = rt.clock()
     wait = rt.settings.voltage_invoice_wait if invoice_wait is None else invoice_wait
-    ready = True
     try:
-        payment = rt.voltage.wait_for_invoice(payment_id, timeout=wait)
+        payment, ready = rt.voltage.wait_for_invoice(payment_id, timeout=wait), True
     except VoltageError as exc:
         # Voltage accepted the create; it is ours to watch even if the invoice is late.
         log.warning("invoice not ready yet; watching anyway", payment_id=payment_id, error=str(exc))
-        ready = False
         payment = _placeholder(payment_id, wallet, amount_msats, description, metadata)
+        ready = False
     extra = {"client_id": client_id} if client_id else {}
-    if owner:
-        extra["app"] = owner
+    return _adopt_created(rt, payment, now, owner, extra, ready)
+
+
+def _adopt_created(
+    rt: Wiring, payment: Payment, now: float, owner: str, extra: dict[str, str], ready: bool
+) -> WatchResult:
+    """Adopt what this create made. A Voltage webhook may have adopted it first (for its
+    creator: the claim said whose it is); then this create completes that record."""
     created = rt.payments.adopt(
         payment,
         source="created",
         now=now,
         first_poll_at=now + PROVISIONAL_FIRST_READ,
-        extra=extra,
+        extra={**extra, "app": owner} if owner else extra,
     )
-    record = _first_read_scheduled(rt, payment_id, now, created)
-    log.info("watching new payment", payment_id=payment_id, status=record.status)
+    if not created:
+        created = rt.payments.mark_created(payment.id, extra)
+    record = _first_read_scheduled(rt, payment.id, now, created)
+    log.info("watching new payment", payment_id=payment.id, status=record.status)
     return WatchResult(
         record, created=created, invoice_ready=ready and bool(record.payment_request)
     )
@@ -233,16 +240,11 @@ def create_and_watch(
 
 def watch_existing(rt: Wiring, payment_id: str, owner: str | None = None) -> WatchResult:
     """Adopt a payment created elsewhere, for `owner` (an app id, "" for an admin; None for
-    the payment's creator, as a Voltage webhook does). Raises VoltageNotFound if Voltage does
-    not know it, and ForeignPayment, after the same read of Voltage, if it is another app's:
-    watched by it, or being created by it through the watcher."""
-    claimed = rt.payments.claimant(payment_id)
-    if not owner:
-        adopt_for = claimed or ""  # an admin's watch leaves an app's payment the app's
-    elif claimed is None or claimed == owner:
-        adopt_for = owner
-    else:
-        _refuse_as_unknown(rt, payment_id)
+    whoever claimed it, as a Voltage webhook does). Raises VoltageNotFound if Voltage does not
+    know it, and ForeignPayment, after the same read of Voltage, if it is another app's.
+
+    A payment is its first claimant's: its creator claims it before asking Voltage to make
+    it, a watcher only after Voltage showed it, so a create always claims first."""
     try:
         existing = _already_watched(rt, payment_id, owner or "")
     except ForeignPayment:
@@ -250,13 +252,16 @@ def watch_existing(rt: Wiring, payment_id: str, owner: str | None = None) -> Wat
     if existing is not None:
         return existing
     payment = rt.voltage.get_payment(payment_id, purpose=Purpose.ADOPT)
+    holder = rt.payments.claim(payment_id, owner or "")
+    if owner and holder != owner:
+        raise ForeignPayment(payment_id)
     now = rt.clock()
     created = rt.payments.adopt(
         payment,
         source="watched",
         now=now,
         first_poll_at=now + PROVISIONAL_FIRST_READ,
-        extra={"app": adopt_for} if adopt_for else None,
+        extra={"app": holder} if holder else None,
     )
     record = _first_read_scheduled(rt, payment_id, now, created)
     log.info("watching existing payment", payment_id=payment_id, status=record.status)

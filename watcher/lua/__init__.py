@@ -41,6 +41,8 @@ class Scripts:
     finish_attempt: Script
     take_request: Script
     authenticate: Script
+    claim: Script
+    mark_created: Script
 
 
 _registered: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()

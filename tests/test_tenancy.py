@@ -119,11 +119,16 @@ def request_for(path: str, b: Tenant) -> tuple[str, Any]:
     return filled, bodies.get(path)
 
 
-def tenant_data(stack: Stack) -> dict[bytes, bytes | None]:
-    """Every watcher key but the request counters: watching another app's payment reads
-    Voltage, as watching an unknown id does, so that both answer alike."""
-    counters = stack.runtime.payments.keys.counters.encode()
-    return {k: v for k, v in snapshot(stack).items() if k != counters}
+def tenant_data(stack: Stack) -> dict[bytes, Any]:
+    """Every watcher key, the counters without the Voltage request counts: watching another
+    app's payment reads Voltage, as watching an unknown id does, so that both answer alike."""
+    counters = stack.runtime.payments.keys.counters
+    data: dict[bytes, Any] = snapshot(stack)
+    counted = stack.runtime.redis.hgetall(counters)
+    data[counters.encode()] = {
+        k: v for k, v in counted.items() if not k.startswith("voltage_requests:")
+    }
+    return data
 
 
 def test_every_route_keeps_app_b_from_app_a(
@@ -171,6 +176,22 @@ def test_lists_filtered_by_b_ids_show_a_nothing(
         assert all(b.event not in json.dumps(i) for i in items), (path, params)
     own = ok(api.get("/v1/events", params={"type": "webhook.test"}, token=a.key))["items"]
     assert [e["id"] for e in own] == [a.event]
+
+
+def test_a_filter_on_another_apps_big_subscription_answers_as_an_unknown_one(
+    api: ApiClient, stack: Stack, tenants: tuple[Tenant, Tenant]
+) -> None:
+    """More of B's deliveries than one scan reads: A still gets what an unknown id gets (an
+    empty page, no cursor), not a cursor that says B's subscription is busy, and when."""
+    a, b = tenants
+    keys = stack.runtime.payments.keys
+    many = {f"dlv_{i:024x}": 1_000.0 + i for i in range(6_000)}
+    stack.runtime.redis.zadd(keys.subscription_deliveries(b.subscription), many)
+    unknown = ok(api.get("/v1/deliveries", params={"subscription_id": "sub_" + "0" * 24},
+                         token=a.key))  # fmt: skip
+    theirs = ok(api.get("/v1/deliveries", params={"subscription_id": b.subscription},
+                        token=a.key))  # fmt: skip
+    assert theirs == unknown == {"items": [], "next_cursor": None}
 
 
 def test_a_read_key_changes_nothing(
@@ -280,6 +301,9 @@ def test_deleting_an_app_revokes_its_keys_and_disables_its_subscriptions(
     sub = ok(api.get(f"/v1/subscriptions/{a.subscription}"))
     assert not sub["enabled"]
     assert "deleted" in sub["disabled_reason"]
+    again = api.patch(f"/v1/subscriptions/{a.subscription}", {"enabled": True})
+    error_of(again, 409, "conflict")  # nothing is sent for a tenant that is gone
+    assert not ok(api.get(f"/v1/subscriptions/{a.subscription}"))["enabled"]
     ok(api.get(f"/v1/subscriptions/{b.subscription}", token=b.key))
     renewed = make_tenant(api, "a")  # the name is free; the new app owns nothing old
     error_of(api.get(f"/v1/payments/{a.payment}", token=renewed.key), 404, "not_found")

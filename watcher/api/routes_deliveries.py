@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query
 
 from watcher.access.audit import AuditAction
+from watcher.access.principal import Principal
 from watcher.api.auth import Caller
 from watcher.api.context import ApiContext, get_context
 from watcher.api.errors import error_responses, invalid, not_found
@@ -31,6 +32,7 @@ from watcher.api.response_models import (
 )
 from watcher.api.routes_audit import Audit
 from watcher.delivery.store import Delivery
+from watcher.delivery.subscriptions import SubscriptionNotFound
 from watcher.logging import get_logger
 
 log = get_logger(__name__)
@@ -78,11 +80,23 @@ def list_deliveries(
             return False
         return event_id is None or delivery.event_id == event_id
 
+    if subscription_id and not _may_list(ctx, caller, subscription_id):
+        return DeliveryPage(items=[], next_cursor=None)  # what an unknown id answers
     with cursor_checked():
         items, next_cursor = ctx.runtime.deliveries.history.page(
             subscription_id=subscription_id, cursor=cursor, limit=limit, keep=keep
         )
     return DeliveryPage(items=[delivery_out(d) for d in items], next_cursor=next_cursor)
+
+
+def _may_list(ctx: ApiContext, caller: Principal, subscription_id: str) -> bool:
+    """Another app's subscription is not scanned at all: a scan of its deliveries, every one
+    refused, would end in a cursor an unknown id never gets."""
+    try:
+        sub = ctx.runtime.subscriptions.get(subscription_id)
+    except SubscriptionNotFound:
+        return True  # gone, or never was: its index is empty or holds what `keep` allows
+    return caller.owns(sub.app)
 
 
 @router.get(

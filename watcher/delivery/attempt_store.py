@@ -147,8 +147,9 @@ class AttemptStore:
         return since, _begun(answer[1]) if len(answer) > 1 else None
 
     def health_hours(self, subscription_id: str, now: float) -> dict[int, dict[str, str]]:
-        """The subscription's hourly health buckets of the 24 hours before `now`, in one
-        round trip (hours without attempts are absent)."""
+        """The subscription's hourly health buckets of this hour and the 23 before it (23 to
+        24 hours, whole hours: the answer's `since` says where it starts), in one round trip
+        (hours without attempts are absent)."""
         hours = health_stats.window_hours(now)
         pipe = self._client.pipeline(transaction=False)
         for hour in hours:

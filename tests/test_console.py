@@ -33,7 +33,7 @@ from tests.conftest import SimControl, Stack
 from tests.support import wait_until
 from tests.test_api import TOKEN, ApiClient, api_stack, error_of, ok, serve
 from tests.test_tenancy import Tenant, make_tenant
-from watcher.api.routes_console import CONTENT_SECURITY_POLICY
+from watcher.api.routes_console import CONTENT_SECURITY_POLICY, STATIC, STATIC_PREFIX
 from watcher.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +54,11 @@ FLAGS = (
 # Markup in data the page shows: it must come out as these characters, never as an element.
 HOSTILE = '<img src=x onerror="window.__pwned = 1">'
 
-# What would parse data as markup; the script builds the page with text nodes only.
+# What would parse data as markup; the scripts build the page with text nodes only.
 HTML_SINKS = re.compile(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write")
+# Where a key could outlive the page or be read by another script of the origin: never used.
+STORAGE = re.compile(r"\b(sessionStorage|localStorage|indexedDB)\s*[.\[]|document\.cookie")
+HOUSE_LIMIT = 400  # lines per module
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -170,16 +173,37 @@ def row_ids(driver: WebDriver, table: str) -> list[str]:
 
 def log_in(driver: WebDriver, base: str, key: str) -> None:
     driver.get(base + "/console")
-    find(driver, "#login-key").send_keys(key)
+    submit_key(driver, key)
+
+
+def submit_key(driver: WebDriver, key: str) -> None:
+    field = find(driver, "#login-key")
+    assert field.get_dom_attribute("name") is None  # never part of a form submission
+    field.send_keys(key)
     driver.find_element(By.ID, "login-submit").click()
     wait(driver).until(lambda d: d.find_element(By.ID, "nav").is_displayed(), message="logged in")
     assert key not in driver.current_url
+    assert stored(driver) == 0  # the key is in the page's memory only
+
+
+def stored(driver: WebDriver) -> int:
+    """How many entries the origin's web storage holds (the console writes none)."""
+    return int(driver.execute_script("return sessionStorage.length + localStorage.length"))
+
+
+def reload_forgets_the_key(driver: WebDriver, key: str) -> None:
+    """A reload starts with no key: the login form again; logging in brings the page back."""
+    driver.refresh()
+    wait(driver).until(lambda d: d.find_element(By.ID, "login").is_displayed(), message="login")
+    assert not driver.find_element(By.ID, "nav").is_displayed()
+    assert driver.find_element(By.ID, "view").text == ""
+    submit_key(driver, key)
 
 
 def log_out(driver: WebDriver) -> None:
     driver.find_element(By.ID, "logout").click()
     wait(driver).until(lambda d: d.find_element(By.ID, "login").is_displayed(), message="out")
-    assert driver.execute_script("return sessionStorage.length") == 0
+    assert stored(driver) == 0
 
 
 def open_section(driver: WebDriver, section: str, table: str) -> list[str]:
@@ -236,15 +260,27 @@ def admin_sees_everything_as_text(
     listed = open_section(browser, "subscriptions", "subscriptions")
     assert {a.subscription, b.subscription} <= set(listed)
     assert_inert(browser)  # A's description, in the list
-    follow(browser, "subscriptions", a.subscription, "#health dl, #health p")
+    follow(browser, "subscriptions", a.subscription, "#health dl")
     assert_inert(browser)  # and on its page
-    health = browser.find_element(By.ID, "health").text
-    paths = ok(world.api.get("/openapi.json", token=None))["paths"]
-    if "/v1/subscriptions/{subscription_id}/health" in paths:
-        assert "Success rate" in health, health
-    else:
-        assert "health unavailable" in health, health
+    health = ok(world.api.get(f"/v1/subscriptions/{a.subscription}/health"))
+    assert health["attempts"] >= 1, health  # A's payment.completed webhook, delivered
+    shown = health_panel(browser)
+    assert shown["Attempts"] == str(health["attempts"])
+    assert shown["Succeeded"] == str(health["succeeded"])
+    assert shown["Failed"] == str(health["failed"])
+    assert shown["Success rate"] == f"{health['success_rate'] * 100:.1f} %"
+    assert shown["Latency p50"] == f"{health['latency_ms']['p50']:.1f} ms"
+    assert shown["Latency p99"] == f"{health['latency_ms']['p99']:.1f} ms"
+    assert shown["Last failure"] == "none"
+    assert shown["Enabled"] == "enabled"
     screenshot("subscription")
+
+
+def health_panel(driver: WebDriver) -> dict[str, str]:
+    """The health card's fields, label -> text."""
+    labels = driver.find_elements(By.CSS_SELECTOR, "#health dl dt")
+    values = driver.find_elements(By.CSS_SELECTOR, "#health dl dd")
+    return {str(t.text): str(d.text) for t, d in zip(labels, values, strict=True)}
 
 
 def redeliver_shows_the_new_attempt(
@@ -280,6 +316,7 @@ def test_subscription_actions_from_the_page(
     """No worker needed: every button's answer is the API's. Logged in with a bootstrap token."""
     with serve(api_stack(make_stack)) as api:
         log_in(browser, api.base_url, TOKEN)
+        reload_forgets_the_key(browser, TOKEN)
         browser.get(f"{api.base_url}/console#/subscriptions")
         form = find(browser, "#create-form")
         form.find_element(By.NAME, "url").send_keys("http://127.0.0.1:9/made-in-the-console")
@@ -329,22 +366,36 @@ def press(
 def test_the_page_is_served_with_a_strict_policy(make_stack: Callable[..., Stack]) -> None:
     with serve(api_stack(make_stack)) as api:
         page = requests.get(api.base_url + "/console", timeout=10)
-        script = requests.get(api.base_url + "/console/static/console.js", timeout=10)
-        style = requests.get(api.base_url + "/console/static/console.css", timeout=10)
-        for answer in (page, script, style):
-            assert answer.status_code == 200
+        static = {
+            name: requests.get(api.base_url + STATIC_PREFIX + name, timeout=10) for name in STATIC
+        }
+        for answer in (page, *static.values()):
+            assert answer.status_code == 200, answer.url
             assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
             assert answer.headers["x-content-type-options"] == "nosniff"
             assert answer.headers["referrer-policy"] == "no-referrer"
             assert "set-cookie" not in answer.headers
         assert page.headers["content-type"].startswith("text/html")
         assert page.headers["cache-control"] == "no-store"
-        assert script.headers["content-type"].startswith("text/javascript")
-        assert style.headers["content-type"].startswith("text/css")
+        scripts = {name: a for name, a in static.items() if name.endswith(".js")}
+        assert static["console.css"].headers["content-type"].startswith("text/css")
+        assert '<script type="module" src="/console/static/main.js"></script>' in page.text
         assert "<script>" not in page.text
         assert " style=" not in page.text
-        assert not HTML_SINKS.search(script.text)
-        for path in ("/console/static/app.py", "/console/static/..%2f..%2fapp.py", "/console/x"):
+        assert 'name="key"' not in page.text
+        for name, script in scripts.items():
+            assert script.headers["content-type"].startswith("text/javascript"), name
+            assert not HTML_SINKS.search(script.text), name
+            assert not STORAGE.search(script.text), name
+            assert len(script.text.splitlines()) <= HOUSE_LIMIT, name
+        # Every module main.js pulls in is one of the served files, by its fixed name.
+        imported = {m for s in scripts.values() for m in re.findall(r'from "\./([\w.]+)"', s.text)}
+        assert imported == set(scripts) - {"main.js"}, imported
+        for path in ("/console/static/app.py", "/console/static/..%2f..%2fapp.py", "/console/x",
+                     "/console/static/console.js", "/console/static/"):  # fmt: skip
+            error_of(api.get(path, token=None), 404, "not_found")
+        # No Swagger UI or ReDoc on this origin (their CDN script could read the page's key).
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
             error_of(api.get(path, token=None), 404, "not_found")
         error_of(api.get("/v1/payments", token=None), 401, "unauthorized")
         assert "/console" not in str(ok(api.get("/openapi.json", token=None))["paths"])

@@ -101,6 +101,10 @@ def create_app(
         title="voltage-watcher",
         version=__version__,
         description=_DESCRIPTION,
+        # No Swagger UI or ReDoc: they load their script from a CDN, unchecked by any CSP, on
+        # the origin that serves the console. The schema stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
         lifespan=_lifespan(ctx, celery_kick, owns_runtime=owns_runtime),
     )
     app.state.ctx = ctx

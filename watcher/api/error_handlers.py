@@ -71,7 +71,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else _status_phrase(status)
     headers = dict(getattr(exc, "headers", None) or {})
     if status == 404 and detail == "Not Found":
-        detail = "no such route; see /docs for the API"
+        detail = "no such route; see /openapi.json for the API"
     elif status == 405:
         if detail == "Method Not Allowed":
             detail = "this route does not accept that method"

@@ -1,14 +1,16 @@
-"""The browser console: one static page (HTML, one script, one stylesheet) over the API.
+"""The browser console: one static page (HTML, a few ES modules, one stylesheet) over the API.
 
 The page holds no data: it asks `/v1` for everything with the key typed into its login form,
-so these routes sit outside `/v1` and need no token. Only three fixed files are served, read
-from the package's `console/` folder by name (no path from the request ever reaches the file
-system, so nothing can traverse). Every answer carries a strict Content-Security-Policy: the
-page runs no inline script or style, and talks only to its own origin.
+so these routes sit outside `/v1` and need no token. Only the fixed files named in `STATIC`
+are served, one route each, read from the package's `console/` folder by that name: no path
+from the request ever reaches the file system, so nothing can traverse. Every answer carries a
+strict Content-Security-Policy: the page runs no inline script or style (its modules load with
+`script-src 'self'`), and talks only to its own origin.
 
-CSRF: the API uses no cookies and no ambient credentials; the key lives in the tab's
-sessionStorage and is sent only as `Authorization: Bearer`, which another site's form or
-script cannot make a browser attach. So there is no CSRF token to check.
+CSRF: the API uses no cookies and no ambient credentials; the key lives only in the page's
+memory (a JavaScript variable: no storage another script of this origin could read) and is
+sent only as `Authorization: Bearer`, which another site's form or script cannot make a
+browser attach. So there is no CSRF token to check.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 # The same on every console answer; the HTML alone is never stored (it is tiny, and a stale
-# page must not outlive a deploy), the script and stylesheet are revalidated each time.
+# page must not outlive a deploy), the scripts and the stylesheet are revalidated each time.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -37,25 +39,38 @@ _SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 _HTML = ("console.html", "text/html; charset=utf-8", "no-store")
-_JS = ("console.js", "text/javascript; charset=utf-8", "no-cache")
-_CSS = ("console.css", "text/css; charset=utf-8", "no-cache")
+_JS = "text/javascript; charset=utf-8"
+# Every file under /console/static/, by name: the only names ever read (pyproject's package
+# data ships console/*.js and console/*.css). main.js imports the other modules.
+STATIC: dict[str, str] = {
+    "main.js": _JS,
+    "session.js": _JS,
+    "api.js": _JS,
+    "dom.js": _JS,
+    "lists.js": _JS,
+    "payments.js": _JS,
+    "subscriptions.js": _JS,
+    "deliveries.js": _JS,
+    "events.js": _JS,
+    "console.css": "text/css; charset=utf-8",
+}
+STATIC_PREFIX = CONSOLE_PATH + "/static/"
 
 
 @cache
 def _read(name: str) -> bytes:
-    """A file of the console folder, read once: the names are the constants above only."""
+    """A file of the console folder, read once: the names are those above only."""
     return files("watcher.api").joinpath("console", name).read_bytes()
 
 
-def _serve(file: tuple[str, str, str]) -> Response:
-    name, media_type, cache_control = file
+def _serve(name: str, media_type: str, cache_control: str) -> Response:
     headers = {**_SECURITY_HEADERS, "Cache-Control": cache_control}
     return Response(content=_read(name), media_type=media_type, headers=headers)
 
 
 @router.get(CONSOLE_PATH)
 def console_page() -> Response:
-    return _serve(_HTML)
+    return _serve(*_HTML)
 
 
 @router.get(CONSOLE_PATH + "/")
@@ -64,11 +79,14 @@ def console_slash() -> RedirectResponse:
     return RedirectResponse(CONSOLE_PATH, status_code=308, headers=_SECURITY_HEADERS)
 
 
-@router.get(CONSOLE_PATH + "/static/console.js")
-def console_script() -> Response:
-    return _serve(_JS)
+def _static_route(name: str, media_type: str) -> None:
+    """One GET route for one named file: its path is fixed, it takes no parameter."""
+
+    def static_file() -> Response:
+        return _serve(name, media_type, "no-cache")
+
+    router.add_api_route(STATIC_PREFIX + name, static_file, methods=["GET"], name=f"console {name}")
 
 
-@router.get(CONSOLE_PATH + "/static/console.css")
-def console_stylesheet() -> Response:
-    return _serve(_CSS)
+for _name, _media_type in STATIC.items():
+    _static_route(_name, _media_type)

@@ -98,7 +98,7 @@ def simulator(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 def api(host: str, port: int) -> None:
-    """Run the HTTP API for subscribers and operators (OpenAPI docs at /docs)."""
+    """Run the HTTP API for subscribers and operators (its OpenAPI document at /openapi.json)."""
     from watcher.api.server import serve
 
     settings = settings_or_exit(find_stack=False)

@@ -5,16 +5,11 @@ What it runs and prints: bench/README.md (`bench.detection`); the report: `detec
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import math
 import random
 import sched
 import sys
 import threading
 import time
-import uuid
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
@@ -22,35 +17,28 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from bench import harness as h
-from bench.harness import API_KEY, ENV_ID, ORG_ID, Stack
-from bench.naive import NaiveLoop, naive_threads
+from bench import report as rep
+from bench.detection_sides import (
+    BEFORE_EXPIRY,
+    CLASSES,
+    EARLY_OFFSETS,
+    LATE_FROM,
+    MIX_CLASSES,
+    HintSide,
+    NaiveSide,
+    Side,
+    WatcherSide,
+    mix_counts,
+)
+from bench.harness import Stack
+from bench.naive import naive_threads
 from bench.receiver import Receiver
-from watcher.api import ingress
-from watcher.engine.watching import create_and_watch
-from watcher.launcher import wait_ready, watcher_command
-from watcher.voltage.client import VoltageClient
 
 CREATE_SECONDS_PER_PAYMENT = 0.06  # the default pacing: 1,000 payments over 60 s
 ACT_THREADS = 4
-WALLETS = {"watcher": "wallet-bench-watcher", "hint": "wallet-bench-hint",
-           "naive": "wallet-bench-naive"}  # fmt: skip
-HINT_SECRET = "bench-voltage-webhook-secret-0123456789"  # noqa: S105 - the bench's own
-API_TOKEN = "bench-api-token-0123456789abcdef"  # noqa: S105 - the bench's own API
-CLASSES = {  # a payment's class: its label, the final status it must reach, what is done to it
-    "paid_early": ("paid within 60 s", "completed", "settle"),
-    "paid_late": ("paid after 60 s", "completed", "settle"),
-    "expired": ("never paid: expired", "expired", None),
-    "failed": ("failed", "failed", "fail"),
-    "settled": ("settled", "completed", "settle"),  # the latency plan's
-    "untouched": ("untouched", None, None),
-}
-MIX_CLASSES = ("paid_early", "paid_late", "expired", "failed")  # offsets from each creation
 DEFAULT_MIX_SHARES = (0.55, 0.15, 0.25, 0.05)
-FIRST_MINUTE, EARLY_OFFSETS, LATE_FROM = 60.0, (1.0, 55.0), 62.0
-BEFORE_EXPIRY = 15.0  # late payments and failures happen at least this long before expiry
 MIN_EXPIRATION = 80
 
 
@@ -64,12 +52,12 @@ def parse_shares(text: str) -> tuple[float, ...]:
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
-    p = h.parser(
+    p = rep.parser(
         "bench.detection",
         "Detection latency at a subscriber and Voltage requests: watcher vs a naive 2 s poller.",
         "smoke run: N=30 and an 18 s window; with --mix: N=40 and expiration 90 s",
     )
-    h.options(
+    rep.options(
         p,
         ("--payments", int, None, "per side (default 200)"),
         ("--create-over", float, None, "pace the creates over this many s (default 0.06 s each)"),
@@ -115,15 +103,6 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     return a
 
 
-def mix_counts(n: int, shares: Sequence[float]) -> list[int]:
-    """Shares of n as whole payments that add up to n (largest remainders)."""
-    counts = [math.floor(n * s) for s in shares]
-    by_remainder = sorted(range(len(shares)), key=lambda i: n * shares[i] - counts[i], reverse=True)
-    for i in by_remainder[: n - sum(counts)]:
-        counts[i] += 1
-    return counts
-
-
 def make_plan(a: Any, rng: random.Random) -> tuple[list[float], list[str]]:
     """Index-aligned for every side: payment i is of classes[i], acted on at offsets[i]."""
     n = a.payments
@@ -141,232 +120,6 @@ def make_plan(a: Any, rng: random.Random) -> tuple[list[float], list[str]]:
     ranges = {"paid_early": EARLY_OFFSETS, "paid_late": (LATE_FROM, e - BEFORE_EXPIRY),
               "failed": (1.0, e - BEFORE_EXPIRY)}  # fmt: skip
     return [rng.uniform(*ranges[c]) if c in ranges else e for c in classes], classes
-
-
-class Side:
-    """One way of learning that payments ended, and what it learnt."""
-
-    label = "?"
-
-    def __init__(self, name: str, expiration: int | None) -> None:
-        self.name, self.expiration = name, expiration
-        self.ids: dict[int, str] = {}  # plan index -> payment id
-        self.classes: dict[str, str] = {}  # payment id -> its class (CLASSES)
-        self.created_at: dict[str, float] = {}
-        self.acted_at: dict[str, float] = {}  # when the settle/fail call answered
-        self.expires_at: dict[str, float] = {}  # the simulator's expiry instant
-        self.reported: dict[str, float] = {}  # the subscriber knows (headline)
-        self.reported_status: dict[str, str] = {}
-        self.detected: dict[str, float] = {}  # the watcher knows (outbox)
-        self.detected_status: dict[str, str] = {}
-        self.events: Counter[str] = Counter()  # outbox events per payment
-        self.double_reported: dict[str, int] = {}  # distinct webhook-ids
-        self.act_failed: set[str] = set()
-        self.redeliveries = self.create_errors = self.create_requests = self.create_posts = 0
-        self.phase, self.started, self.ended = "", 0.0, 0.0
-
-    def create(self, index: int) -> str:
-        raise NotImplementedError
-
-    def finish_creates(self) -> None:
-        """Note how many requests the creates took (once they are all done)."""
-
-    def after_act(self, action: str, payment: dict[str, Any]) -> None:
-        """Right after a settle/fail call answered (the hint side tells the watcher)."""
-
-    def refresh(self) -> None:
-        """Pick up detections and deliveries (the naive loop records its own as it goes)."""
-
-    def close(self) -> None:
-        """Stop what the side runs in this process (idempotent)."""
-
-    def want(self, pid: str) -> str | None:
-        """The final status the payment must reach (None: it must not be reported)."""
-        return CLASSES[self.classes[pid]][1]
-
-    def checked(self) -> list[str]:
-        """Payments whose outcome is checked: all but those whose settle/fail call failed."""
-        return [pid for pid in self.classes if pid not in self.act_failed]
-
-    def undetected(self) -> list[str]:
-        return [p for p in self.checked() if self.want(p) and p not in self.reported]
-
-    def wrong(self) -> list[str]:
-        return [p for p in self.checked() if p in self.reported and self.want(p)
-                and self.reported_status.get(p) != self.want(p)]  # fmt: skip
-
-    def unexpected(self) -> list[str]:
-        return [p for p in self.checked()
-                if not self.want(p) and (p in self.reported or p in self.detected)]  # fmt: skip
-
-    def duplicates(self) -> list[str]:
-        """Reported twice without saying so: two outbox events, or two distinct webhook-ids."""
-        return sorted({p for p, n in self.events.items() if n > 1} | set(self.double_reported))
-
-    def problems(self) -> int:
-        found = (self.undetected(), self.wrong(), self.unexpected(), self.duplicates())
-        return sum(len(x) for x in found)
-
-
-class WatcherSide(Side):
-    """A watcher deployment (own Redis db, wallet, receiver path): reported = the first verified
-    webhook at the receiver, detected = the outbox event's XADD time."""
-
-    label = "watcher"
-
-    def __init__(self, stack: Stack, a: Any, name: str, db: int, receiver: Receiver) -> None:
-        super().__init__(name, a.expiration)
-        self.path, self.suffix, self.receiver = f"/hooks/{name}", f"-{name}" if db else "", receiver
-        given = {k: getattr(a, k) for k in ("poll_schedule", "sweep_interval", "dispatch_interval")}
-        extra = {f"WATCHER_{k.upper()}": v for k, v in given.items() if v is not None}
-        if name == "hint":
-            extra |= {"VOLTAGE_WEBHOOK_SECRET": HINT_SECRET, "WATCHER_API_TOKENS": API_TOKEN}
-        url, wallet = h.db_url(stack.redis.url, db), WALLETS[name]
-        self.values = stack.values(wallet, url, WATCHER_WEBHOOK_ALLOW_PRIVATE="true", **extra)
-        self.rt = stack.runtime(self.values, own_process=not db)
-        _sub, secret = self.rt.subscriptions.create(
-            url=receiver.url(self.path), wallet_id=wallet, description=f"bench {name}"
-        )
-        receiver.add_path(self.path, secret)
-        self.invalid: Counter[str] = Counter()
-        self.posts, self._last_entry = 0, "-"
-        self._requests_before = self.rt.voltage.request_count
-
-    def start(self, stack: Stack, a: Any) -> None:
-        """The Procfile's worker and beat; a second deployment on this host gets its own node."""
-        args = ["--loglevel", "INFO"]
-        args += ["--concurrency", str(a.worker_concurrency)] if a.worker_concurrency else []
-        args += ["-n", f"bench{self.suffix}@%h"] if self.suffix else []
-        stack.worker(f"worker{self.suffix}", self.values, *args, rt=self.rt)
-        stack.beat(f"beat{self.suffix}", self.values, rt=self.rt)
-
-    def create(self, index: int) -> str:
-        meta = {"bench": self.name, "i": str(index)}
-        return create_and_watch(self.rt, amount_msats=1_000 + index, metadata=meta,
-                                description=f"bench {self.name} {index}",
-                                expiration=self.expiration).record.id  # fmt: skip
-
-    def finish_creates(self) -> None:
-        self.create_requests = self.rt.voltage.request_count - self._requests_before
-
-    def refresh(self) -> None:
-        ids, store = set(self.ids.values()), self.rt.payments
-        while entries := store.redis.xrange(
-            store.keys.outbox, min="-" if self._last_entry == "-" else f"({self._last_entry}",
-            count=500,
-        ):  # fmt: skip
-            for entry_id, fields in entries:
-                self._last_entry, pid = entry_id, fields.get("payment_id", "")
-                if pid in ids:
-                    self.events[pid] += 1
-                if pid in ids and pid not in self.detected:
-                    self.detected[pid] = int(entry_id.split("-")[0]) / 1000.0
-                    self.detected_status[pid] = fields.get("type", "").removeprefix("payment.")
-        inbox = self.receiver.snapshot(self.path)
-        for pid, at in inbox.arrived.items():
-            if pid in ids and pid not in self.reported:
-                self.reported[pid], self.reported_status[pid] = at, inbox.status[pid]
-        self.double_reported = {p: n for p, n in inbox.double_reports().items() if p in ids}
-        self.redeliveries, self.invalid, self.posts = inbox.redeliveries, inbox.invalid, inbox.posts
-
-
-class HintSide(WatcherSide):
-    """A watcher whose `watcher api` gets Voltage's signed webhook right after each settle/fail."""
-
-    label = "watcher+hint"
-
-    def start(self, stack: Stack, a: Any) -> None:
-        from watcher.redis_server import free_port
-
-        super().start(stack, a)
-        port, self.sessions, self._lock = free_port(), h.Sessions(), threading.Lock()
-        self.url = f"http://127.0.0.1:{port}/v1{ingress.INGRESS_ROUTE}"
-        self.answers: Counter[str] = Counter()  # accepted | ignored: <reason> | HTTP n | error
-        self.post_ms: list[float] = []
-        command = watcher_command("api", "--host", "127.0.0.1", "--port", str(port))
-        api = stack.spawn(f"api{self.suffix}", command, self.values)
-        ready = f"http://127.0.0.1:{port}/readyz"
-        wait_ready("the hint API", lambda: stack.http.get(ready, timeout=1).ok, 60, [api])
-
-    def close(self) -> None:
-        if hasattr(self, "sessions"):
-            self.sessions.close()
-
-    def after_act(self, action: str, payment: dict[str, Any]) -> None:
-        event = {"settle": "completed", "fail": "failed"}[action]
-        body = {"type": "receive", "detail": {"event": event, "data": payment}}
-        raw, stamp = json.dumps(body, separators=(",", ":")).encode(), str(int(time.time()))
-        signature = ingress.sign_voltage_webhook(HINT_SECRET, raw, stamp)
-        headers = {"content-type": "application/json", ingress.HEADER_TIMESTAMP: stamp,
-                   ingress.HEADER_SIGNATURE: signature, "x-voltage-event": f"receive.{event}",
-                   "x-voltage-webhook-id": str(uuid.uuid4())}  # fmt: skip
-        began, answer = time.perf_counter(), {}
-        try:
-            response = self.sessions.get().post(self.url, data=raw, headers=headers, timeout=10)
-        except requests.RequestException as exc:
-            with self._lock:
-                self.answers[f"error: {type(exc).__name__}"] += 1
-            return
-        with contextlib.suppress(ValueError):
-            answer = response.json()
-        outcome = f"HTTP {response.status_code}"
-        if response.status_code == 202:
-            ok = answer.get("status") == "accepted"
-            outcome = "accepted" if ok else f"ignored: {answer.get('reason')}"
-        with self._lock:
-            self.post_ms.append((time.perf_counter() - began) * 1000)
-            self.answers[outcome] += 1
-
-
-class NaiveSide(Side):
-    """A plain VoltageClient and a loop GETting every pending payment: its first final GET is
-    both reported and detected."""
-
-    label = "naive"
-
-    def __init__(self, a: Any, stack: Stack) -> None:
-        super().__init__("naive", a.expiration)
-        self.posts_seen, self._lock, session = 0, threading.Lock(), requests.Session()
-        session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=32, max_retries=0))
-        session.hooks["response"].append(self._count_response)
-        self.client = VoltageClient(base_url=f"{stack.sim_root}/v1", api_key=API_KEY,
-                                    organization_id=ORG_ID, environment_id=ENV_ID,
-                                    session=session)  # fmt: skip
-        self.loop = NaiveLoop(stack.payments_url, API_KEY, interval=a.naive_interval,
-                              threads=a.naive_threads, on_final=self._final)  # fmt: skip
-
-    def _count_response(self, response: requests.Response, *_args: Any, **_kw: Any) -> None:
-        with self._lock:
-            self.posts_seen += response.request.method == "POST"
-
-    def _final(self, pid: str, status: str, seen: float) -> None:
-        with self._lock:
-            self.events[pid] += 1
-            if pid not in self.reported:
-                self.reported[pid] = self.detected[pid] = seen
-                self.reported_status[pid] = self.detected_status[pid] = status
-
-    def create(self, index: int) -> str:
-        pid = self.client.submit_receive(
-            wallet_id=WALLETS["naive"], amount_msats=1_000 + index, expiration=self.expiration,
-            description=f"bench naive {index}", metadata={"bench": "naive", "i": str(index)},
-        )  # fmt: skip
-        self.client.wait_for_invoice(pid, timeout=10)
-        self.loop.add(pid)
-        return pid
-
-    def finish_creates(self) -> None:
-        self.create_requests, self.create_posts = self.client.request_count, self.posts_seen
-
-    @property
-    def requests_made(self) -> int:
-        """Every Voltage request this side sent: creates (POST + invoice GETs) + loop GETs."""
-        return self.client.request_count + self.loop.gets
-
-    def close(self) -> None:
-        if not self.loop.stopped:
-            self.loop.stop()
-        self.client.close()
 
 
 class Actor:
@@ -405,7 +158,7 @@ class Actor:
             payment = self.stack.sim("POST", f"/payments/{pid}/{action}")
         except requests.RequestException as exc:
             side.act_failed.add(pid)
-            h.log(f"{side.name}: {action} {pid} failed: {exc}")
+            rep.log(f"{side.name}: {action} {pid} failed: {exc}")
             return
         side.acted_at[pid] = time.time()
         side.after_act(action, payment)
@@ -429,7 +182,7 @@ def create_all(sides: list[Side], a: Any, plan: Any, actor: Actor, info: dict[st
             pid = side.create(i)
         except Exception as exc:
             side.create_errors += 1
-            h.log(f"{side.name}: create {i} failed: {type(exc).__name__}: {exc}")
+            rep.log(f"{side.name}: create {i} failed: {type(exc).__name__}: {exc}")
             return
         side.ids[i], side.created_at[pid], side.classes[pid] = pid, time.time(), classes[i]
         if a.mix and (action := CLASSES[classes[i]][2]):
@@ -454,12 +207,12 @@ def run_phase(label: str, sides: list[Side], stack: Stack, a: Any, plan: Any,
         side.started, side.phase = time.time(), label
     posts_before = stack.sim("GET", "/stats")["by_route"].get("POST /payments", 0)
     names = " and ".join(s.name for s in sides)
-    h.log(f"{label}: creating {a.payments} payments on {names} over {a.create_over:g}s")
+    rep.log(f"{label}: creating {a.payments} payments on {names} over {a.create_over:g}s")
     actor, began = Actor(stack, info, rng), time.monotonic()
     try:
         create_all(sides, a, plan, actor, info)
         info["create_seconds"] = time.monotonic() - began
-        h.log(f"{label}: created in {info['create_seconds']:.1f}s")
+        rep.log(f"{label}: created in {info['create_seconds']:.1f}s")
         share_create_posts(sides, stack, posts_before, info)
         if not a.mix:  # the latency plan: payment i of every side at t0 + offsets[i]
             t0 = time.time()
@@ -467,14 +220,14 @@ def run_phase(label: str, sides: list[Side], stack: Stack, a: Any, plan: Any,
                 for side in sides:
                     if (pid := side.ids.get(i)) is not None and (action := CLASSES[name][2]):
                         actor.add(t0 + offset, side, pid, action)
-            h.log(f"{label}: settling over {a.duration:.0f}s")
+            rep.log(f"{label}: settling over {a.duration:.0f}s")
     finally:
         actor.close_and_join(120)
     timeout = a.drain_timeout
     if a.mix and any(s.created_at for s in sides):
         last = max(max(s.created_at.values(), default=0.0) for s in sides) + a.expiration
         timeout += max(0.0, last - time.time())
-    h.log(f"{label}: {actor.done} settles/fails done; waiting up to {timeout:.0f}s for reports")
+    rep.log(f"{label}: {actor.done} settles/fails done; waiting up to {timeout:.0f}s for reports")
     deadline, next_report = time.monotonic() + timeout, time.monotonic() + 30
     while time.monotonic() < deadline:  # until every side reported all that must end
         for side in sides:
@@ -482,14 +235,14 @@ def run_phase(label: str, sides: list[Side], stack: Stack, a: Any, plan: Any,
         if not (left := sum(len(side.undetected()) for side in sides)):
             break
         if isinstance(sides[0], WatcherSide) and not all(c.alive for c in stack.children):
-            h.log("a Celery or API process died; stopping the drain early")
+            rep.log("a Celery or API process died; stopping the drain early")
             break
         if time.monotonic() > next_report:
             next_report += 30
-            h.log(f"waiting for {left} reports ({deadline - time.monotonic():.0f}s left)")
+            rep.log(f"waiting for {left} reports ({deadline - time.monotonic():.0f}s left)")
         time.sleep(0.2)
     finish_phase(sides, stack, a, info)
-    h.log(f"{label}: done")
+    rep.log(f"{label}: done")
     return info
 
 
@@ -527,7 +280,7 @@ def finish_phase(sides: list[Side], stack: Stack, a: Any, info: dict[str, Any]) 
                 raw = stack.sim("GET", f"/payments/{pid}")
                 side.expires_at[pid] = datetime.fromisoformat(raw["sim"]["expires_at"]).timestamp()
             except (requests.RequestException, KeyError, TypeError, ValueError) as exc:
-                h.log(f"{side.name}: no expiry instant for {pid}: {exc}")
+                rep.log(f"{side.name}: no expiry instant for {pid}: {exc}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -537,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body(stack: Stack) -> int:
         extra = " (x2) and the API" if a.hint else ""
-        h.log(f"starting redis, simulator, receiver, celery worker and beat{extra}")
+        rep.log(f"starting redis, simulator, receiver, celery worker and beat{extra}")
         stack.start(generating_delay=0.05)
         receiver = Receiver().start()
         sides: list[Side] = []
@@ -562,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for side in sides:
                 side.close()
             receiver.stop()
-        code = h.finish(a, values, [])
+        code = rep.finish(a, values, [])
         return 1 if values["problems"] else code
 
     return h.run_in_stack("detection", a, body)

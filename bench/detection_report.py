@@ -1,6 +1,4 @@
-"""The detection bench's report: latencies, Voltage requests, the 3,600 s arithmetic, the JSON.
-
-Sides are told apart by name, not class: run as `-m bench.detection` they are `__main__`'s."""
+"""The detection bench's report: latencies, Voltage requests, the 3,600 s arithmetic, the JSON."""
 
 from __future__ import annotations
 
@@ -9,9 +7,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bench import detection as d
+from bench import detection_sides as d
 from bench import harness as h
-from bench.harness import fmt, percentile
+from bench import report as rep
+from bench.detection_sides import class_costs, cost_of, list_shares, mean_pending, watchers
+from bench.report import fmt, percentile, percentiles, top
 from watcher.api.ingress import INGRESS_ROUTE
 
 PER_PAYMENT = frozenset({"create", "read_back", "adopt", "confirm", "expiry_check", "hint"})
@@ -22,7 +22,7 @@ SHOWN_SETTINGS = [f"watcher_{name}" for name in (
     "reconcile_page_interval", "poll_sparse_interval", "fallback_after", "dispatch_interval",
     "generating_poll_interval", "expiry_grace", "webhook_max_in_flight")]  # fmt: skip
 LABELS = {name: label for name, (label, _, _) in d.CLASSES.items()}
-Side = Any  # a bench.detection side (of `__main__` when run as a module)
+Side = Any  # a side of bench.detection_sides; which one is told by its name
 
 
 def latencies_ms(
@@ -45,61 +45,8 @@ def of_class(side: Side, name: str) -> list[str]:
     return [pid for pid in side.checked() if side.classes.get(pid) == name]
 
 
-def top(values: list[float]) -> float | None:
-    return max(values) if values else None
-
-
 def trio(values: list[float]) -> str:
     return f"{fmt(percentile(values, 50))} / {fmt(percentile(values, 99))} / {fmt(top(values))}"
-
-
-def watchers(sides: list[Side]) -> list[Side]:
-    return [s for s in sides if s.name != "naive"]
-
-
-def list_shares(sides: list[Side], phases: dict[str, Any]) -> dict[str, float]:
-    """GET /payments per side: a phase's, shared by the list pages (or sweeps) each counted."""
-    shares = {side.name: 0.0 for side in sides}
-    for label, phase in phases.items():
-        mine = [s for s in watchers(sides) if s.phase == label]
-        calls = int(phase["stats"].get("by_route", {}).get("GET /payments", 0))
-        weights = []
-        for side in mine:
-            c = phase["counters"].get(side.name, {})
-            pages = c.get("voltage_requests:sweep", 0) + c.get("voltage_requests:reconcile", 0)
-            weights.append(max(0, pages or c.get("sweeps", 0)))
-        for side, weight in zip(mine, weights, strict=True):
-            shares[side.name] = calls * (weight / sum(weights) if sum(weights) else 1 / len(mine))
-    return shares
-
-
-def cost_of(side: Side, stats: dict[str, Any], list_calls: float) -> dict[str, float]:
-    """From the simulator's stats: this side's GETs by id, its creates, its list calls."""
-    gets = sum(stats.get("per_payment", {}).get(pid, 0) for pid in side.ids.values())
-    watching = gets - (side.create_requests - side.create_posts) + list_calls
-    minutes = sum(max(0.0, side.reported.get(p, side.ended) - c) / 60.0
-                  for p, c in side.created_at.items())  # fmt: skip
-    return {"total": round(gets + list_calls + side.create_posts), "gets": gets,
-            "watching": round(watching), "list_calls": list_calls, "minutes": minutes}  # fmt: skip
-
-
-def class_costs(side: Side, stats: dict[str, Any], list_calls: float) -> dict[str, Any]:
-    """(payments, requests per payment) by class and "all": own GETs + shared creates, lists."""
-    per_payment: dict[str, int] = stats.get("per_payment", {})
-    overhead = (side.create_posts + list_calls) / max(1, len(side.ids))
-    groups: dict[str, list[str]] = {name: [] for name in d.MIX_CLASSES}
-    for pid in side.ids.values():
-        groups.setdefault(side.classes.get(pid, "?"), []).append(pid)
-    groups["all"] = list(side.ids.values())
-    mean = {k: sum(per_payment.get(p, 0) for p in v) / max(1, len(v)) for k, v in groups.items()}
-    return {k: (len(v), mean[k] + overhead if v else 0.0) for k, v in groups.items()}
-
-
-def mean_pending(shares: tuple[float, ...], expiry: float) -> float:
-    """Mean seconds from creation to the final status, by the mix plan's distributions."""
-    early, late, expired, failed = shares
-    return (early * sum(d.EARLY_OFFSETS) / 2 + late * (d.LATE_FROM + expiry - d.BEFORE_EXPIRY) / 2
-            + expired * expiry + failed * (1.0 + expiry - d.BEFORE_EXPIRY) / 2)  # fmt: skip
 
 
 def print_header(a: Any, settings: Any, sides: list[Side]) -> None:
@@ -181,13 +128,13 @@ def mix_report(a: Any, sides: list[Side], costs: dict[str, dict[str, Any]]) -> N
         rows.append([LABELS.get(name, name), str(costs[sides[0].name][name][0]),
                      *(fmt(x, 1) for x in mine),
                      *(f"{x / theirs:.2f}" if theirs else "-" for x in mine[:-1])])  # fmt: skip
-    h.print_table(
+    rep.print_table(
         f"Realistic mix: Voltage requests per payment by class (expiration {a.expiration}s; "
         "simulator counts: each payment's own GETs, plus creates and list calls shared out "
         "evenly)", ["class", "payments", *(f"{s.label} req/payment" for s in sides),
                     *(f"{s.label}/naive" for s in others)], rows,
     )  # fmt: skip
-    h.print_table(
+    rep.print_table(
         "Realistic mix: latency at the subscriber by class, p50 / p99 / max ms (from the "
         "settle/fail answer; for expired ones from the invoice's expiry instant)",
         ["class", *(s.label for s in sides)],
@@ -201,7 +148,7 @@ def mix_report(a: Any, sides: list[Side], costs: dict[str, dict[str, Any]]) -> N
             f"{sum(1 for p in of_class(s, name) if s.reported_status.get(p) == want)}/"
             f"{len(of_class(s, name))}" for s in sides)])  # fmt: skip
     title = "Realistic mix: payments that reached the right final status"
-    h.print_table(title, ["class -> status", *(s.label for s in sides)], rows)
+    rep.print_table(title, ["class -> status", *(s.label for s in sides)], rows)
 
 
 def print_breakdown(side: Side, counts: Mapping[str, int], sim_count: int | None) -> None:
@@ -211,7 +158,7 @@ def print_breakdown(side: Side, counts: Mapping[str, int], sim_count: int | None
     rows = [[p, kind.get(p, "unclassified"), str(v), fmt(v / n, 2)] for p, v in counts.items()]
     rows.append(["sum", "", str(total), fmt(total / n, 2)])
     title = f"Voltage requests by purpose, {side.label} (its Redis counters)"
-    h.print_table(title, ["purpose", "kind", "requests", "per payment"], rows)
+    rep.print_table(title, ["purpose", "kind", "requests", "per payment"], rows)
     if sim_count is not None:
         print(f"  cross-check: the counters add up to {total}; the simulator counted {sim_count} "
               f"(all /v1 requests minus the naive side's own); difference {sim_count - total:+d}"
@@ -253,7 +200,7 @@ def cost_section(a: Any, sides: list[Side], phases: list[dict[str, Any]], costs:
     naive, mine = sides[-1], watchers(sides)
     sim_total = int(phases[-1]["stats"].get("requests", 0))  # cumulative over the phases
     by_phase, made = {p["label"]: p for p in phases}, naive.requests_made
-    purposes = {s.name: h.by_purpose(by_phase[s.phase]["counters"].get(s.name, {})) for s in mine}
+    purposes = {s.name: rep.by_purpose(by_phase[s.phase]["counters"].get(s.name, {})) for s in mine}
     values: dict[str, Any] = {}
     for side in mine:
         counts, n = purposes[side.name], max(1, len(side.ids))
@@ -348,11 +295,11 @@ def report(a: Any, stack: h.Stack, settings: Any, sides: list[Side], phases: lis
     by_phase = {p["label"]: p for p in phases}
     lists = list_shares(sides, by_phase)
     costs = {s.name: cost_of(s, by_phase[s.phase]["stats"], lists[s.name]) for s in sides}
-    h.header("detection benchmark", stack)
+    rep.header("detection benchmark", stack)
     print_header(a, settings, sides)
     columns = [side_rows(s, costs[s.name], a.mix) for s in sides]
     rows = [[label, *(c[i][1] for c in columns)] for i, (label, _) in enumerate(columns[0])]
-    h.print_table("Results", ["", *(s.label for s in sides)], rows)
+    rep.print_table("Results", ["", *(s.label for s in sides)], rows)
     rows = []
     for s in sides:
         ages = {p: s.acted_at[p] - s.created_at[p] for p in s.acted_at}
@@ -361,7 +308,7 @@ def report(a: Any, stack: h.Stack, settings: Any, sides: list[Side], phases: lis
             rows.append([f"{s.label}, {name} at settle", str(len(lat)), fmt(percentile(lat, 50)),
                          fmt(percentile(lat, 99)), fmt(top(lat))])  # fmt: skip
     title = "Latency at the subscriber by payment age at settle"
-    h.print_table(title, ["", "count", "p50 ms", "p99 ms", "max ms"], rows)
+    rep.print_table(title, ["", "count", "p50 ms", "p99 ms", "max ms"], rows)
     mix_costs = {}
     if a.mix:
         mix_costs = {s.name: class_costs(s, by_phase[s.phase]["stats"], lists[s.name])
@@ -371,10 +318,6 @@ def report(a: Any, stack: h.Stack, settings: Any, sides: list[Side], phases: lis
     print_diagnostics(sides, costs, phases)
     print(f"  total wall time: {time.time() - started:.1f}s")
     return headline(a, sides, costs, mix_costs, lists) | cost_values
-
-
-def percentiles(key: str, values: list[float], *qs: int) -> dict[str, float | None]:
-    return {f"{key}_p{q}": percentile(values, q) for q in qs}
 
 
 def headline(a: Any, sides: list[Side], costs: dict[str, Any], mix_costs: dict[str, Any],

@@ -1,17 +1,20 @@
-"""The baseline: GET every pending payment every 2 s with plain `requests` (a Session per
-thread, no watcher code), recording what it achieved, as a round may overrun the interval."""
+"""The baselines, no watcher code: GET every pending payment every 2 s with plain `requests` (a
+Session per thread), recording what it achieved, as a round may overrun the interval; and the
+plain requests loops the throughput benches compare one worker with."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import requests
 
-from bench.harness import Sessions
+from bench.harness import Run, Sessions, Usage, timed
+from bench.report import threads as threads_label
 
 FINAL = frozenset({"completed", "failed", "expired"})
 FinalCallback = Callable[[str, str, float], None]  # payment id, status, when the GET answered
@@ -100,3 +103,44 @@ class NaiveLoop:
             if (now := time.monotonic()) > next_round:
                 self.overruns, next_round = self.overruns + 1, now
             self._stop.wait(next_round - now)
+
+
+def plain_loop(
+    items: Sequence[Any], threads: int, call: Callable[[requests.Session, Any], bool],
+    deadline: float,
+) -> tuple[int, int]:  # fmt: skip
+    """`call(session, item)` for every item from `threads` threads (one: this one), a Session
+    each, no watcher code; returns (ok, errors)."""
+    tallies = [[0, 0] for _ in range(threads)]
+    stop_at = time.monotonic() + deadline
+
+    def work(part: Sequence[Any], tally: list[int]) -> None:
+        with requests.Session() as session:
+            for item in part:
+                if time.monotonic() > stop_at:
+                    return
+                try:
+                    ok = call(session, item)
+                except (requests.RequestException, ValueError, KeyError):
+                    ok = False
+                tally[0 if ok else 1] += 1
+
+    if threads == 1:
+        work(items, tallies[0])
+    workers = [threading.Thread(target=work, args=(items[i::threads], tally), name=f"plain-{i}")
+               for i, tally in enumerate(tallies if threads > 1 else [])]  # fmt: skip
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(max(1.0, stop_at - time.monotonic() + 20))
+    return sum(t[0] for t in tallies), sum(t[1] for t in tallies)
+
+
+def plain_run(
+    label: str, items: Sequence[Any], threads: int, call: Callable[[requests.Session, Any], bool],
+    deadline: float, usage: Callable[[], Usage], **info: Any,
+) -> Run:  # fmt: skip
+    """A plain loop measured as the watcher's runs are (`info` gets its error count)."""
+    seconds, delta, (ok, errors) = timed(usage, lambda: plain_loop(items, threads, call, deadline))
+    label, info = f"{label}, {threads_label(threads)}", {**info, "errors": errors}
+    return Run(label, "plain", len(items), ok, seconds, delta, info)

@@ -31,7 +31,6 @@ class Inbox:
     invalid: Counter[str] = field(default_factory=Counter)  # why a POST did not verify
     seen: set[str] = field(default_factory=set, repr=False)  # every webhook-id
     first: float = 0.0
-    last: float = 0.0
     sample: dict[str, Any] | None = None  # the first request's headers and body
 
     def copy(self) -> Inbox:
@@ -65,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         with self.receiver._lock:
             counts = {p: {"total": i.posts, "distinct": len(i.seen), "first": i.first,
-                          "last": i.last, "sample": i.sample}
+                          "sample": i.sample}
                       for p, i in self.receiver.inboxes.items()}  # fmt: skip
         self.answer(200, json.dumps(counts).encode(), "application/json")
 
@@ -113,7 +112,7 @@ class Receiver:
             if inbox.sample is None:
                 text = body.decode("utf-8", errors="replace")
                 inbox.first, inbox.sample = arrived, {"headers": headers, "body": text}
-            inbox.posts, inbox.last = inbox.posts + 1, arrived
+            inbox.posts += 1
             if inbox.secret is None:
                 inbox.seen.add(msg_id)
                 return 200

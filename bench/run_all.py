@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
-from bench.harness import PROJECT_ROOT, fmt
+from bench import report as rep
+from bench.harness import PROJECT_ROOT
+from bench.report import fmt
 from watcher.launcher import Process
 
 STOP_GRACE = 60.0  # a bench stopping its Celery workers, simulator and Redis needs a while
@@ -63,8 +66,7 @@ class Outcome:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def say(message: str) -> None:
-    print(f"[run_all {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+say = functools.partial(rep.log, who="run_all")
 
 
 def duration(seconds: float) -> str:
@@ -205,12 +207,12 @@ def render(row: Row, outcome: Outcome) -> list[str]:
 
 def print_report(outcomes: dict[str, Outcome], command: str, results: Path, started: datetime,
                  load: str) -> None:  # fmt: skip
-    ram = h.ram_gib()
+    ram = rep.ram_gib()
     print(
         f"\n=== voltage-watcher benchmarks ===\nmachine: {os.cpu_count()} cores "
-        f"({h.usable_cpus()} usable), {fmt(ram, 1) if ram else '?'} GiB RAM, {h.cpu_model()}, "
+        f"({rep.usable_cpus()} usable), {fmt(ram, 1) if ram else '?'} GiB RAM, {rep.cpu_model()}, "
         f"Python {platform.python_version()} ({sys.executable}), redis-server "
-        f"{h.redis_server_version()}, {platform.system()} {platform.release()} "
+        f"{rep.redis_server_version()}, {platform.system()} {platform.release()} "
         f"{platform.machine()}\ndate: {started:%Y-%m-%d %H:%M} UTC, took "
         f"{duration(time.time() - started.timestamp())}, load avg at start {load}\n"
         f"command: {command}\nresults: {results} (per bench: NAME.log with its full report, "
@@ -221,7 +223,7 @@ def print_report(outcomes: dict[str, Outcome], command: str, results: Path, star
         shown = [row for row in group if outcomes[row[1]].status != "not run"]
         rows += [[title, "", "", "", ""]] if shown else []
         rows += [["  " + r[0], *r[1:]] for r in (render(row, outcomes[row[1]]) for row in shown)]
-    h.print_table(
+    rep.print_table(
         "Headline numbers (ratio = watcher / baseline: below 1 is better for latency and "
         "requests, above 1 for throughput)",
         ["measure", "watcher", "baseline", "baseline value", "ratio"], rows,
@@ -243,7 +245,7 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=prog, description="Run every benchmark one after another and print one table."
     )
-    h.options(
+    rep.options(
         parser,
         ("--quick", "store_true", False, "pass --quick to every bench"),
         ("--only", "append", [], f"NAME[,NAME]: run only these benches (repeatable): "
@@ -262,7 +264,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.run_all
     args = parse_args(argv, prog)
     h.exit_on_sigterm()
     command = shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
-    started, load = datetime.now(UTC), h.load_average()
+    started, load = datetime.now(UTC), rep.load_average()
     results = args.out or Path(tempfile.mkdtemp(prefix="vw-bench-run-all-"))
     results.mkdir(parents=True, exist_ok=True)
     results = results.resolve()

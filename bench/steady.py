@@ -25,8 +25,10 @@ from typing import Any
 import requests
 
 from bench import harness as h
-from bench.harness import API_KEY, ENV_ID, ORG_ID, Stack, fmt
+from bench import report as rep
+from bench.harness import API_KEY, ENV_ID, ORG_ID, Stack
 from bench.naive import NaiveLoop, naive_threads
+from bench.report import fmt
 from watcher.engine.watching import watch_existing
 from watcher.logging import configure_logging
 from watcher.voltage.client import VoltageClient
@@ -48,9 +50,9 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
-    p = h.parser("bench.steady", "Steady state: Voltage requests/min, CPU and Redis memory for "
+    p = rep.parser("bench.steady", "Steady state: Voltage requests/min, CPU and Redis memory for "
                  "N pending.")  # fmt: skip
-    h.options(
+    rep.options(
         p,
         ("--sizes", parse_sizes, (1_000, 10_000, 100_000), "default 1000,10000,100000"),
         ("--minutes", float, 2.0, "measured window per size (default 2)"),
@@ -138,7 +140,7 @@ def adopt_from_list(stack: Stack, values: dict[str, str], spread: float | None, 
 def snapshot(stack: Stack, rt: Any) -> tuple[float, int, dict[str, int], dict[str, Any]]:
     cpu = {c.name: h.group_cpu(h.pid_of(c)) for c in stack.children if c.name in ("worker", "beat")}
     cpu["bench"] = time.process_time()
-    counters = h.by_purpose(rt.payments.counters()) if rt is not None else {}
+    counters = rep.by_purpose(rt.payments.counters()) if rt is not None else {}
     return time.monotonic(), int(stack.sim("GET", "/stats")["requests"]), counters, cpu
 
 
@@ -147,7 +149,7 @@ def measure(stack: Stack, row: Row, rt: Any, warmup: float, minutes: float) -> N
     it at once)."""
     h.sleep_watching(warmup, stack.children)
     t0, r0, c0, cpu0 = snapshot(stack, rt)
-    h.log(f"N={row.size}: measuring for {minutes:g} min")
+    rep.log(f"N={row.size}: measuring for {minutes:g} min")
     h.sleep_watching(minutes * 60, stack.children)
     t1, r1, c1, cpu1 = snapshot(stack, rt)
     row.minutes, row.requests = (t1 - t0) / 60, r1 - r0
@@ -164,7 +166,7 @@ def measure_size(stack: Stack, a: Any, n: int) -> Row:
         values = stack.values(f"{WALLET}-n{n}", server.url, VOLTAGE_WALLET_ID=WALLET)
         rt = stack.runtime(values)
         ids = seed(stack, row, WALLET, a.expiration)
-        h.log(f"N={n}: seeded in {row.seed_s:.1f}s (POST /_sim/payments/bulk)")
+        rep.log(f"N={n}: seeded in {row.seed_s:.1f}s (POST /_sim/payments/bulk)")
         began, row.adopt_how = time.monotonic(), "watch_existing (a Voltage read each)"
         if a.adopt == "watch":
             with ThreadPoolExecutor(8) as pool:
@@ -172,14 +174,14 @@ def measure_size(stack: Stack, a: Any, n: int) -> Row:
         else:
             row.adopt_how = adopt_from_list(stack, values, a.first_poll_spread, n)
         row.adopt_s = time.monotonic() - began
-        h.log(f"N={n}: watched in {row.adopt_s:.1f}s ({row.adopt_how})")
+        rep.log(f"N={n}: watched in {row.adopt_s:.1f}s ({row.adopt_how})")
         concurrency = ["--concurrency", str(a.worker_concurrency)] if a.worker_concurrency else []
         stack.worker("worker", values, "--loglevel", "INFO", *concurrency, rt=rt)
         stack.beat("beat", values, rt=rt)
-        h.log(f"N={n}: worker and beat up; warming up for {a.warmup:g}s")
+        rep.log(f"N={n}: worker and beat up; warming up for {a.warmup:g}s")
         measure(stack, row, rt, a.warmup, a.minutes)
         row.redis_mib = int(rt.redis.info("memory")["used_memory"]) / 2**20
-        h.log(f"N={n}: {row.per_minute:,.0f} Voltage requests/min")
+        rep.log(f"N={n}: {row.per_minute:,.0f} Voltage requests/min")
         return row
     finally:
         stack.stop_children("beat", "worker")
@@ -209,7 +211,7 @@ def measure_naive(stack: Stack, a: Any) -> Row:
 
 
 def print_report(stack: Stack, a: Any, rows: list[Row], naive: Row | None) -> None:
-    h.header("steady state: N pending payments, nothing changing", stack)
+    rep.header("steady state: N pending payments, nothing changing", stack)
     layout = (
         f"--concurrency {a.worker_concurrency}" if a.worker_concurrency else "one child per CPU"
     )
@@ -229,7 +231,7 @@ def print_report(stack: Stack, a: Any, rows: list[Row], naive: Row | None) -> No
         blank = ["-"] * (len(SHOWN_PURPOSES) + 1)
         table.append([f"naive {naive.size:,}", fmt(naive.per_minute, 1), *blank,
                       fmt(naive.cpu.get("worker"), 1), "-", "-", "-"])  # fmt: skip
-    h.print_table("Voltage requests per minute and CPU, steady state", heads, table)
+    rep.print_table("Voltage requests per minute and CPU, steady state", heads, table)
     for r in rows:
         every = ", ".join(f"{k}={v}" for k, v in r.purposes.items() if v)
         print(f"  N={r.size:,}: seeded in {r.seed_s:.1f}s (POST /_sim/payments/bulk); watched "
@@ -264,16 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
 
     def body(stack: Stack) -> int:
-        h.log(f"sizes {', '.join(f'{n:,}' for n in a.sizes)}")
+        rep.log(f"sizes {', '.join(f'{n:,}' for n in a.sizes)}")
         stack.start(generating_delay=0.05, redis=False)  # a redis-server per size instead
         configure_logging(h.settings_from(stack.values(WALLET)))
         rows = [measure_size(stack, a, n) for n in a.sizes]
         naive = None
         if not a.no_naive:
-            h.log(f"naive: {NAIVE_SIZE:,} payments, {a.minutes:g} min")
+            rep.log(f"naive: {NAIVE_SIZE:,} payments, {a.minutes:g} min")
             naive = measure_naive(stack, a)
         print_report(stack, a, rows, naive)
-        return h.finish(a, headline(rows, naive), [])
+        return rep.finish(a, headline(rows, naive), [])
 
     return h.run_in_stack("steady", a, body)
 

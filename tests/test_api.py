@@ -690,17 +690,28 @@ def test_private_addresses_are_refused_unless_allowed(
 def test_recover_validation(api: ApiClient) -> None:
     sub = ok(api.post("/v1/subscriptions", {"url": "http://127.0.0.1:9/h"}), 201)
     path = f"/v1/subscriptions/{sub['id']}/recover"
+    day = {"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"}
     for body, field in (
         ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "body.until"),
         ({"since": "2026-01-01T00:00:00", "until": "2026-01-02T00:00:00Z"}, "body.since"),
         ({"since": "yesterday", "until": "2026-01-02T00:00:00Z"}, "body.since"),
         ({"since": "2026-01-01T00:00:00Z"}, "body.until"),
+        ({**day, "statuses": ["succeeded"]}, "body.statuses.0"),
+        ({**day, "statuses": []}, "body.statuses"),
+        ({**day, "event_types": ["payment.paid"]}, "body.event_types.0"),
+        ({**day, "dry_run": "yes"}, "body.dry_run"),
     ):
         assert field in fields_of(error_of(api.post(path, body), 422)), body
     nothing = ok(
         api.post(path, {"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00+01:00"}), 202
     )
-    assert nothing == {"subscription_id": sub["id"], "count": 0, "delivery_ids": []}
+    assert nothing == {
+        "subscription_id": sub["id"],
+        "dry_run": False,
+        "count": 0,
+        "by_status": {"failed": 0, "dead": 0},
+        "delivery_ids": [],
+    }
 
 
 # --- deliveries and events -------------------------------------------------------------------
@@ -888,16 +899,20 @@ def test_recover_resends_dead_deliveries_in_a_time_range(
 
         receiver.default = Answer(status=200)
         until = datetime.now(UTC) + timedelta(seconds=5)
-        result = ok(
-            api.post(
-                f"/v1/subscriptions/{sub['id']}/recover",
-                {"since": since.isoformat(), "until": until.isoformat()},
-            ),
-            202,
-        )
+        path = f"/v1/subscriptions/{sub['id']}/recover"
+        window = {"since": since.isoformat(), "until": until.isoformat()}
+        counted = ok(api.post(path, {**window, "dry_run": True}), 200)
+        assert (counted["dry_run"], counted["count"]) == (True, 1)
+        assert counted["by_status"] == {"failed": 0, "dead": 1}
+        assert ok(api.get(f"/v1/deliveries/{delivery['id']}"))["status"] == "dead"  # unsent
+        other = ok(api.post(path, {**window, "dry_run": True, "event_types": ["payment.failed"]}))
+        assert other["count"] == 0
+        result = ok(api.post(path, {**window, "statuses": ["dead"]}), 202)
         assert result == {
             "subscription_id": sub["id"],
+            "dry_run": False,
             "count": 1,
+            "by_status": {"failed": 0, "dead": 1},
             "delivery_ids": [delivery["id"]],
         }
 

@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from watcher.delivery.attempts import DeliveryPolicy, attempt_delivery
 from watcher.delivery.guarded_http import guarded_session
+from watcher.delivery.recovery import Selection, recover
 from watcher.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED, DeliveryStore
 from watcher.delivery.subscriptions import SubscriptionStore
 from watcher.engine.store import PaymentStore
@@ -234,11 +235,24 @@ def test_recover_resends_failed_and_dead_deliveries_in_a_range(
     for delivery_id in ids:
         deliver_once(world, delivery_id)
     receiver.default = Answer(status=200)
-    chosen = world.deliveries.recover(sub.id, since=0, until=time.time() + 1, now=time.time())
+    every = Selection(since=0, until=time.time() + 1)
+    counted = recover(world.deliveries, sub.id, every, time.time(), dry_run=True)
+    assert sorted(counted.delivery_ids) == sorted(ids)
+    assert counted.by_status == {"failed": 3}
+    assert all(d.status == "failed" for d in world.deliveries.get_many(ids) if d)  # untouched
+    only_dead = Selection(since=0, until=time.time() + 1, statuses=("dead",))
+    assert (
+        recover(world.deliveries, sub.id, only_dead, time.time(), dry_run=False).delivery_ids == []
+    )
+    other_type = Selection(since=0, until=time.time() + 1, event_types=("payment.expired",))
+    assert (
+        recover(world.deliveries, sub.id, other_type, time.time(), dry_run=False).delivery_ids == []
+    )
+    chosen = recover(world.deliveries, sub.id, every, time.time(), dry_run=False).delivery_ids
     assert sorted(chosen) == sorted(ids)
     for delivery_id in chosen:
         assert deliver_once(world, delivery_id) == SUCCEEDED
-    assert world.deliveries.recover(sub.id, since=0, until=time.time() + 1, now=time.time()) == []
+    assert recover(world.deliveries, sub.id, every, time.time(), dry_run=False).delivery_ids == []
 
 
 def test_in_flight_cap_postpones_without_counting_an_attempt(world: World) -> None:

@@ -27,6 +27,7 @@ from watcher.api.field_types import (
     MAX_MSATS,
     MAX_SUBSCRIPTION_DESCRIPTION,
     MAX_URL_LENGTH,
+    EventTypeName,
     Identifier,
     MetadataKey,
     MetadataValue,
@@ -170,6 +171,15 @@ class SubscriptionUpdate(RequestModel):
 class RecoverRequest(RequestModel):
     since: Rfc3339 = Field(description="RFC 3339, with a time zone.")
     until: Rfc3339 = Field(description="RFC 3339, with a time zone.")
+    statuses: list[Literal["failed", "dead"]] | None = Field(
+        None, min_length=1, description="Only deliveries in these statuses (default: both)."
+    )
+    event_types: list[EventTypeName] | None = Field(
+        None, min_length=1, description="Only deliveries of these event types (default: all)."
+    )
+    dry_run: StrictBool = Field(
+        False, description="Only count what would be re-sent, by status; send nothing."
+    )
 
 
 AppName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]

@@ -123,7 +123,9 @@ class TestEventResult(BaseModel):
 
 class RecoverResult(BaseModel):
     subscription_id: str
-    count: int = Field(description="How many failed or dead deliveries are re-sent.")
+    dry_run: bool = Field(description="True: nothing was sent, these are what would be.")
+    count: int = Field(description="How many failed or dead deliveries are (or would be) re-sent.")
+    by_status: dict[str, int] = Field(description="That count by status: `failed`, `dead`.")
     delivery_ids: list[str]
 
 

@@ -24,6 +24,8 @@ from watcher.api.response_models import (
     TestEventResult,
 )
 from watcher.api.routes_audit import Audit
+from watcher.delivery.recovery import RECOVERABLE, Selection
+from watcher.delivery.recovery import recover as recover_deliveries
 from watcher.delivery.store import delivery_id_for
 from watcher.delivery.subscriptions import (
     InvalidSubscription,
@@ -270,8 +272,15 @@ def send_test_event(
     "/subscriptions/{subscription_id}/recover",
     status_code=202,
     response_model=RecoverResult,
+    responses={
+        200: {"model": RecoverResult, "description": "A dry run: nothing sent"},
+        **error_responses(400, 401, 404, 413, 422, 500, 503),
+    },
     summary="Re-send this subscription's failed and dead deliveries created in a time range",
-    responses=error_responses(400, 401, 404, 413, 422, 500, 503),
+    description=(
+        "Deliveries created in [since, until], optionally only some statuses and event types. "
+        "With `dry_run: true` nothing is sent: the answer counts what would be, by status."
+    ),
 )
 def recover(
     subscription_id: SubscriptionId,
@@ -280,16 +289,33 @@ def recover(
     caller: Caller,
     background: BackgroundTasks,
     audit: Audit,
+    response: Response,
 ) -> RecoverResult:
     rt = ctx.runtime
     since, until = body.since.timestamp(), body.until.timestamp()
     if until < since:
         raise invalid("body.until", "must not be before `since`")
     owned_subscription(ctx, caller, subscription_id)
-    ids = rt.deliveries.recover(subscription_id, since=since, until=until, now=rt.clock())
-    if ids:
+    selection = Selection(
+        since, until, tuple(body.statuses or RECOVERABLE), tuple(body.event_types or ())
+    )
+    found = recover_deliveries(
+        rt.deliveries, subscription_id, selection, rt.clock(), dry_run=body.dry_run
+    )
+    count = len(found.delivery_ids)
+    result = RecoverResult(
+        subscription_id=subscription_id,
+        dry_run=body.dry_run,
+        count=count,
+        by_status={status: found.by_status[status] for status in RECOVERABLE},
+        delivery_ids=found.delivery_ids,
+    )
+    if body.dry_run:
+        response.status_code = 200  # nothing was accepted for sending
+        return result
+    if count:
         background.add_task(ctx.kick_quietly)
-    log.info("deliveries recovered", subscription_id=subscription_id, count=len(ids))
+    log.info("deliveries recovered", subscription_id=subscription_id, count=count)
     window = f"{iso_timestamp(since)} to {iso_timestamp(until)}"
-    audit.record(AuditAction.RECOVERED, subscription_id, f"{len(ids)} re-sent, {window}")
-    return RecoverResult(subscription_id=subscription_id, count=len(ids), delivery_ids=ids)
+    audit.record(AuditAction.RECOVERED, subscription_id, f"{count} re-sent, {window}")
+    return result

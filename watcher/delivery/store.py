@@ -18,7 +18,7 @@ import redis
 
 from watcher.delivery.records import Delivery, OutboxEvent, delivery_id_for
 from watcher.delivery.subscriptions import TEST_EVENT_TYPE, Subscription, SubscriptionStore
-from watcher.engine.records import new_event_id
+from watcher.engine.records import EVENT_SCHEMA_VERSION, new_event_id
 from watcher.engine.tally import count_in
 from watcher.keys import Keys
 from watcher.lua import scripts_for
@@ -113,6 +113,7 @@ class DeliveryStore:
             {
                 "type": TEST_EVENT_TYPE,
                 "timestamp": iso_timestamp(at),
+                "version": EVENT_SCHEMA_VERSION,
                 "data": {"subscription_id": subscription_id, "message": "voltage-watcher test"},
             },
             separators=(",", ":"),
@@ -354,35 +355,6 @@ class DeliveryStore:
         pipe.zadd(self.keys.deliver_schedule, {delivery_id: now})
         pipe.execute()
         return self.get(delivery_id)
-
-    def recover(
-        self,
-        subscription_id: str,
-        *,
-        since: float,
-        until: float,
-        now: float,
-    ) -> list[str]:
-        """Re-send every failed or dead delivery of a subscription created in [since, until]."""
-        chosen = []
-        offset = 0
-        while True:
-            ids = self.list_ids(
-                subscription_id=subscription_id,
-                since=since,
-                until=until,
-                newest_first=False,
-                offset=offset,
-                limit=500,
-            )
-            if not ids:
-                break
-            offset += len(ids)
-            for delivery, delivery_id in zip(self.get_many(ids), ids, strict=True):
-                if delivery is not None and delivery.status in (FAILED, DEAD):
-                    self.redeliver(delivery_id, now)
-                    chosen.append(delivery_id)
-        return chosen
 
     def claim_with_room(
         self, now: float, lease: float, room: ClaimRoom, *, retries: bool = True

@@ -14,7 +14,14 @@ import pytest
 import redis
 import requests
 
-from tests.support import CeleryProcess, beat_command, clean_env, stack_values, worker_command
+from tests.support import (
+    CeleryProcess,
+    beat_command,
+    check_event_body,
+    clean_env,
+    stack_values,
+    worker_command,
+)
 from watcher.launcher import stop_all
 from watcher.receiver import Receiver
 from watcher.redis_server import RedisServer
@@ -181,3 +188,6 @@ def receivers() -> Iterator[Callable[[], Receiver]]:
     yield make
     for receiver in started:
         receiver.stop()
+    for receiver in started:  # every event any test received matches its published schema
+        for body in receiver.bodies():
+            check_event_body(body)

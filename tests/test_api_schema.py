@@ -77,6 +77,7 @@ def test_openapi_document_describes_every_route(make_stack: Callable[..., Stack]
         "/v1/subscriptions/{subscription_id}/test": {"post"},
         "/v1/subscriptions/{subscription_id}/recover": {"post"},
         "/v1/subscriptions/{subscription_id}/health": {"get"},
+        "/v1/event-types": {"get"},
         "/v1/deliveries": {"get"},
         "/v1/deliveries/{delivery_id}": {"get"},
         "/v1/deliveries/{delivery_id}/redeliver": {"post"},

@@ -157,7 +157,7 @@ def test_the_readme_try_it_path_runs_as_written(tmp_path: Path, shells: list[She
     shells.append(http)
     assert http.process.wait(60) == 0, http.output()
     answers = [json.loads(line) for line in http.output().splitlines() if line.strip()]
-    assert len(answers) == 8, http.output()
+    assert len(answers) == 9, http.output()
     assert all("error" not in answer for answer in answers), http.output()
     created = answers[-1]["items"][0]  # the audit log names the change and its token's id
     assert (created["action"], created["target"]) == ("subscription.created", answers[0]["id"])

@@ -11,9 +11,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+import jsonschema
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.chaos.plan import SubscriberSpec
+from tests.support import check_event_body
 from watcher.receiver import Answer, Received, Receiver
 
 HANG_SECONDS = 4.0  # past the suite's 2 s webhook timeout
@@ -99,10 +101,13 @@ class ChaosSubscriber:
         return Answer()
 
     def _verified(self, got: Received) -> bool:
+        """Signed by the subscription's secret, and the body matches its type's published
+        JSON Schema (tests/support.check_event_body)."""
         if self._webhook is None:
             return False
         try:
             self._webhook.verify(got.body, got.headers)
-        except WebhookVerificationError:
+            check_event_body(got.body)
+        except (WebhookVerificationError, AssertionError, jsonschema.ValidationError):
             return False
         return True

@@ -19,6 +19,7 @@ from watcher.api import (
     routes_audit,
     routes_console,
     routes_deliveries,
+    routes_event_types,
     routes_health,
     routes_payments,
     routes_subscription_health,
@@ -112,6 +113,7 @@ def create_app(
     install_error_handlers(app)
     _add_middleware(app, ctx, max_body_bytes)
     _include_routers(app)
+    routes_event_types.declare_webhooks(app)
     return app
 
 
@@ -153,6 +155,7 @@ def _include_routers(app: FastAPI) -> None:
         routes_subscriptions,
         routes_subscription_health,
         routes_deliveries,
+        routes_event_types,
         routes_audit,
         routes_tenants,
     )

@@ -11,6 +11,10 @@ from typing import Any
 from watcher.timing import iso_timestamp, voltage_time
 from watcher.voltage.models import FINAL_STATUSES, PaymentStatus
 
+# The version of the event bodies' schema (delivery/event_catalog.py): raised only when a body
+# changes in a way an existing receiver could trip on.
+EVENT_SCHEMA_VERSION = 1
+
 EVENT_TYPES: dict[str, str] = {status: f"payment.{status}" for status in FINAL_STATUSES}
 
 # How far along its life a status is; a legal move only ever goes forward. A StrEnum key
@@ -73,6 +77,7 @@ def event_body(
     body = {
         "type": event_type,
         "timestamp": iso_timestamp(at),
+        "version": EVENT_SCHEMA_VERSION,
         "data": {
             "payment_id": payment_id,
             "previous_status": previous_status,

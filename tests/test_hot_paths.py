@@ -124,30 +124,36 @@ def test_a_delivery_attempt_is_two_round_trips(
     subs = SubscriptionStore(redis_client, keys, allow_private=True)
     deliveries = DeliveryStore(redis_client, keys, subs)
     payments = PaymentStore(redis_client, keys)
-    for _ in range(2):
+    for _ in range(3):
         raw = {"id": str(uuid.uuid4()), "status": "completed"}
         payments.adopt(Payment.from_api(raw), source="watched", now=time.time(), first_poll_at=0)
     policy = DeliveryPolicy((1.0,), 1.0, 2.0, 2, 60.0, 3600.0, 30.0)
     session = guarded_session(allow_private=True)
     with Receiver() as receiver:
         sub, _secret = subs.create(url=receiver.url())
-        subs.note_failure(sub.id, time.time())
         deliveries.fan_out_new("c", time.time())
-        warm_up, delivery_id = deliveries.list_ids()
+        warm_up, delivery_id, recovering = deliveries.list_ids()
         # Redis loads a script on its first use: one more round trip.
         attempt_delivery(deliveries, session, policy, warm_up, time.time())
-        subs.note_failure(sub.id, time.time())
         before = round_trips[0]
         outcome = attempt_delivery(deliveries, session, policy, delivery_id, time.time())
         assert round_trips[0] - before == 2
+        # A success after failures clears them in the same write; the one thing more is the
+        # subscription.recovered notice (an XADD), once per recovery.
+        subs.note_failure(sub.id, time.time() - 5)
+        before = round_trips[0]
+        attempt_delivery(deliveries, session, policy, recovering, time.time())
+        assert round_trips[0] - before == 3
     assert outcome is AttemptOutcome.SUCCEEDED
     delivery = deliveries.get(delivery_id, with_attempts=True)
     assert delivery is not None
     assert (delivery.status, delivery.attempts, len(delivery.attempt_log)) == ("succeeded", 1, 1)
-    assert payments.counters()["deliveries:succeeded"] == 2
+    assert payments.counters()["deliveries:succeeded"] == 3
     assert redis_client.zcard(keys.subscription_inflight(sub.id)) == 0  # the slot is back
     assert redis_client.hget(keys.subscription(sub.id), "failing_since") is None
     assert redis_client.zscore(keys.deliver_schedule, delivery_id) is None
+    notices = [f for _, f in redis_client.xrange(keys.outbox) if f["type"].startswith("sub")]
+    assert [n["type"] for n in notices] == ["subscription.recovered"]
 
 
 def test_a_clean_chunk_costs_one_round_trip_per_delivery_and_one_more(

@@ -8,12 +8,8 @@ import uuid
 import pytest
 import redis
 
-from watcher.delivery.subscriptions import (
-    PAYMENT_EVENT_TYPES,
-    InvalidSubscription,
-    SubscriptionNotFound,
-    SubscriptionStore,
-)
+from watcher.delivery.subscription_checks import PAYMENT_EVENT_TYPES, InvalidSubscription
+from watcher.delivery.subscriptions import SubscriptionNotFound, SubscriptionStore
 from watcher.keys import Keys
 
 NOW = 1_800_000_000.0

@@ -28,12 +28,27 @@ MAX_SUBSCRIPTION_DESCRIPTION = 500
 MAX_URL_LENGTH = 2048
 MAX_ID_LENGTH = 128
 
-PaymentEventType = Literal["payment.completed", "payment.failed", "payment.expired"]
+PaymentEventType = Literal[
+    "payment.completed",
+    "payment.failed",
+    "payment.expired",
+    "subscription.disabled",  # these three: admin subscriptions only
+    "delivery.dead",
+    "subscription.recovered",
+]
 DeliveryStatus = Literal["pending", "succeeded", "failed", "dead"]
 PaymentStatusName = Literal[
     "generating", "receiving", "sending", "approved", "completed", "failed", "expired"
 ]
-EventTypeName = Literal["payment.completed", "payment.failed", "payment.expired", "webhook.test"]
+EventTypeName = Literal[
+    "payment.completed",
+    "payment.failed",
+    "payment.expired",
+    "webhook.test",
+    "subscription.disabled",
+    "delivery.dead",
+    "subscription.recovered",
+]
 
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_LENGTH)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_LENGTH)]

@@ -27,11 +27,8 @@ from watcher.api.routes_audit import Audit
 from watcher.delivery.recovery import RECOVERABLE, Selection
 from watcher.delivery.recovery import recover as recover_deliveries
 from watcher.delivery.store import delivery_id_for
-from watcher.delivery.subscriptions import (
-    InvalidSubscription,
-    Subscription,
-    SubscriptionNotFound,
-)
+from watcher.delivery.subscription_checks import InvalidSubscription
+from watcher.delivery.subscriptions import Subscription, SubscriptionNotFound
 from watcher.logging import get_logger
 from watcher.timing import iso_timestamp
 

@@ -6,7 +6,7 @@ import click
 
 from watcher.cli.common import echo_json, echo_table, runtime_or_exit
 from watcher.cli.params import PAYMENT_ID
-from watcher.delivery.subscriptions import PAYMENT_EVENT_TYPES, TEST_EVENT_TYPE
+from watcher.delivery.subscription_checks import PAYMENT_EVENT_TYPES, TEST_EVENT_TYPE
 
 
 @click.command("events")

@@ -16,12 +16,8 @@ from watcher.cli.common import (
     runtime_or_exit,
 )
 from watcher.cli.params import SUBSCRIPTION_ID
-from watcher.delivery.subscriptions import (
-    PAYMENT_EVENT_TYPES,
-    InvalidSubscription,
-    Subscription,
-    SubscriptionNotFound,
-)
+from watcher.delivery.subscription_checks import SUBSCRIBABLE, InvalidSubscription
+from watcher.delivery.subscriptions import Subscription, SubscriptionNotFound
 from watcher.runtime import Runtime
 
 COLUMNS = ("id", "url", "event_types", "enabled", "disabled_reason", "created_at")
@@ -45,7 +41,7 @@ def _get(rt: Runtime, subscription_id: str) -> Subscription:
     "--event-type",
     "event_types",
     multiple=True,
-    type=click.Choice(PAYMENT_EVENT_TYPES),
+    type=click.Choice(SUBSCRIBABLE),
     help="Repeatable; default: every payment event.",
 )
 @click.option("--wallet-id", default=None, help="Only payments of this wallet.")

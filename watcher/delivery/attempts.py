@@ -9,6 +9,7 @@ from enum import StrEnum
 import requests
 
 from watcher import __version__
+from watcher.delivery import notices
 from watcher.delivery.attempt_store import Begin, Begun, Health, SlotTerms, Then
 from watcher.delivery.sender import AttemptResult, post_webhook
 from watcher.delivery.signing import webhook_headers
@@ -253,18 +254,23 @@ def _record(
         )[0]
 
     if result.succeeded:
-        _, next_begun = deliveries.attempts.finish(
+        had_failed_since, next_begun = deliveries.attempts.finish(
             delivery, attempt, status=DeliveryStatus.SUCCEEDED, now=now, next_attempt_at=None,
             health="success", then=then,
         )  # fmt: skip
         log.info("webhook delivered", **_log_fields(delivery, result))
+        if had_failed_since < now:
+            notices.subscription_recovered(deliveries, sub, delivery, had_failed_since, now)
         return AttemptOutcome.SUCCEEDED, next_begun
     if result.status_code == 410:
         record(DeliveryStatus.DEAD, None, "")
-        deliveries.subscriptions.disable(sub.id, "the endpoint answered 410 Gone", now=now)
+        reason = "the endpoint answered 410 Gone"
+        deliveries.subscriptions.disable(sub.id, reason, now=now)
         log.warning(
             "subscriber said 410 Gone; subscription disabled", **_log_fields(delivery, result)
         )
+        notices.delivery_dead(deliveries, delivery, attempt, now)
+        notices.subscription_disabled(deliveries, sub, reason, now)
         return AttemptOutcome.DEAD, None
     made = delivery.attempts + 1 - delivery.attempts_before_resend
     next_at = policy.next_attempt_at(made, now, result.retry_after)
@@ -276,6 +282,8 @@ def _record(
         dead=next_at is None,
         **_log_fields(delivery, result),
     )
+    if next_at is None:
+        notices.delivery_dead(deliveries, delivery, attempt, now)
     if now - failing_since >= policy.disable_after:
         _disable_failing(deliveries, sub, failing_since, attempt, now)
     return AttemptOutcome(status.value), None
@@ -296,6 +304,7 @@ def _disable_failing(
     log.error(
         "subscription disabled after failing for too long", subscription_id=sub.id, reason=reason
     )
+    notices.subscription_disabled(deliveries, sub, reason, now)
 
 
 def _attempt_entry(delivery: Delivery, result: AttemptResult, now: float) -> dict[str, object]:

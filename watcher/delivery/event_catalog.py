@@ -80,11 +80,64 @@ class WebhookTest(_Event):
     data: TestEventData
 
 
+class _Notice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    subscription_id: str
+    app_id: str | None = Field(description="The subscription's app; null: an admin's.")
+
+
+class DisabledData(_Notice):
+    reason: str = Field(description="Why: a 410, or failing without a success for too long.")
+    disabled_at: str
+
+
+class SubscriptionDisabled(_Event):
+    """A subscription was disabled by the watcher; nothing more goes to it until it is
+    enabled again. Admin subscriptions only."""
+
+    type: Literal["subscription.disabled"]
+    data: DisabledData
+
+
+class DeadData(_Notice):
+    delivery_id: str
+    event_id: str = Field(description="The event that was not delivered (its webhook-id).")
+    event_type: str
+    payment_id: str | None
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+
+
+class DeliveryDead(_Event):
+    """A delivery ran out of attempts (or met a 410); `POST /v1/deliveries/{id}/redeliver`
+    or recover sends it again. Admin subscriptions only."""
+
+    type: Literal["delivery.dead"]
+    data: DeadData
+
+
+class RecoveredData(_Notice):
+    failing_since: str = Field(description="When its failures began.")
+    recovered_at: str
+
+
+class SubscriptionRecovered(_Event):
+    """A subscriber that was failing answered 2xx again. Admin subscriptions only."""
+
+    type: Literal["subscription.recovered"]
+    data: RecoveredData
+
+
 EVENT_MODELS: dict[str, type[_Event]] = {
     "payment.completed": PaymentCompleted,
     "payment.failed": PaymentFailed,
     "payment.expired": PaymentExpired,
     "webhook.test": WebhookTest,
+    "subscription.disabled": SubscriptionDisabled,
+    "delivery.dead": DeliveryDead,
+    "subscription.recovered": SubscriptionRecovered,
 }
 
 

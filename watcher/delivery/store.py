@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from watcher.delivery.records import Delivery, OutboxEvent, delivery_id_for
-from watcher.delivery.subscriptions import TEST_EVENT_TYPE, Subscription, SubscriptionStore
+from watcher.delivery.subscription_checks import TEST_EVENT_TYPE
+from watcher.delivery.subscriptions import Subscription, SubscriptionStore
 from watcher.engine.records import EVENT_SCHEMA_VERSION, new_event_id
 from watcher.engine.tally import count_in
 from watcher.keys import Keys
@@ -133,6 +134,14 @@ class DeliveryStore:
             ),
         )
         return OutboxEvent(entry, event_id, TEST_EVENT_TYPE, None, body, subscription_id, owner)
+
+    def add_notice(self, event_id: str, event_type: str, body: str) -> None:
+        """An operational event (delivery/notices.py): no payment, no app (admins' only)."""
+        self.redis.xadd(
+            self.keys.outbox,
+            {"event_id": event_id, "type": event_type, "payment_id": "", "body": body,
+             "target": "", "app": ""},
+        )  # fmt: skip
 
     # --- fan-out --------------------------------------------------------------------------
     def fan_out(

@@ -17,25 +17,20 @@ import redis
 from redis.client import Pipeline
 
 from watcher.delivery.signing import generate_secret
-from watcher.delivery.ssrf import UnsafeURLError, check_url
+from watcher.delivery.subscription_checks import (
+    OPERATIONAL_EVENT_TYPES,
+    TEST_EVENT_TYPE,
+    check_description,
+    check_event_types,
+    check_metadata_filter,
+    check_owner_may_take,
+    check_target,
+)
 from watcher.durability import Durability
 from watcher.keys import Keys
 from watcher.paging import zset_page
 from watcher.timing import iso_timestamp
 from watcher.transactions import watched
-
-PAYMENT_EVENT_TYPES = ("payment.completed", "payment.failed", "payment.expired")
-TEST_EVENT_TYPE = "webhook.test"
-MAX_DESCRIPTION = 500
-MAX_METADATA_FILTERS = 20
-
-
-class InvalidSubscription(ValueError):
-    """Bad input for a subscription; `field` names what is wrong. Nothing was changed."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 class SubscriptionNotFound(KeyError):
@@ -73,6 +68,8 @@ class Subscription:
         """Does an event of this type about this Voltage payment go to this subscriber?"""
         if event_type != TEST_EVENT_TYPE and event_type not in self.event_types:
             return False
+        if event_type in OPERATIONAL_EVENT_TYPES:
+            return True  # about deliveries, not payments: the payment filters do not apply
         if payment is None:
             return not (self.wallet_id or self.metadata_filter)
         if self.wallet_id and payment.get("wallet_id") != self.wallet_id:
@@ -114,53 +111,6 @@ class Subscription:
             secrets=[SigningSecret(**s) for s in json.loads(data.get("secrets") or "[]")],
             app=data.get("app", ""),
         )
-
-
-def _check_event_types(event_types: Iterable[str] | None) -> list[str]:
-    if event_types is None:
-        return list(PAYMENT_EVENT_TYPES)
-    chosen = list(dict.fromkeys(event_types))
-    if not chosen:
-        raise InvalidSubscription("event_types", "choose at least one event type")
-    unknown = [t for t in chosen if t not in PAYMENT_EVENT_TYPES]
-    if unknown:
-        raise InvalidSubscription(
-            "event_types",
-            f"unknown event type(s) {', '.join(map(repr, unknown))}; "
-            f"expected some of {', '.join(PAYMENT_EVENT_TYPES)}",
-        )
-    return chosen
-
-
-def _check_url(url: str, allow_private: bool) -> str:
-    try:
-        check_url(url, allow_private=allow_private)
-    except UnsafeURLError as exc:
-        raise InvalidSubscription("url", str(exc)) from None
-    return url
-
-
-def _check_metadata_filter(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    if not metadata:
-        return {}
-    if len(metadata) > MAX_METADATA_FILTERS:
-        raise InvalidSubscription(
-            "filters.metadata", f"at most {MAX_METADATA_FILTERS} key/value pairs"
-        )
-    checked = {}
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str) or not key:
-            raise InvalidSubscription("filters.metadata", "keys and values must be strings")
-        if len(key) > 256 or len(value) > 256:
-            raise InvalidSubscription("filters.metadata", "keys and values up to 256 characters")
-        checked[key] = value
-    return checked
-
-
-def _check_description(description: str | None) -> str | None:
-    if description is not None and len(description) > MAX_DESCRIPTION:
-        raise InvalidSubscription("description", f"at most {MAX_DESCRIPTION} characters")
-    return description
 
 
 class SubscriptionStore:
@@ -243,17 +193,18 @@ class SubscriptionStore:
         at = time.time() if now is None else now
         sub = Subscription(
             id=f"sub_{secrets.token_hex(12)}",
-            url=_check_url(url, self.allow_private),
-            event_types=_check_event_types(event_types),
+            url=check_target(url, self.allow_private),
+            event_types=check_event_types(event_types),
             wallet_id=wallet_id or None,
-            metadata_filter=_check_metadata_filter(metadata_filter),
-            description=_check_description(description),
+            metadata_filter=check_metadata_filter(metadata_filter),
+            description=check_description(description),
             enabled=enabled,
             disabled_reason=None,
             created_at=at,
             updated_at=at,
             app=owner,
         )
+        check_owner_may_take(sub.event_types, owner)
         secret = generate_secret()
         sub.secrets = [SigningSecret(secret=secret, created_at=at)]
         self._save(sub)
@@ -315,17 +266,18 @@ class SubscriptionStore:
         now: float | None = None,
     ) -> Subscription:
         """Change only what is given; all of it is validated before anything is written."""
-        checked_url = _check_url(url, self.allow_private) if url is not None else None
-        checked_types = _check_event_types(event_types) if event_types is not None else None
+        checked_url = check_target(url, self.allow_private) if url is not None else None
+        checked_types = check_event_types(event_types) if event_types is not None else None
         checked_filter = (
-            _check_metadata_filter(metadata_filter) if metadata_filter is not None else None
+            check_metadata_filter(metadata_filter) if metadata_filter is not None else None
         )
-        checked_description = _check_description(description) if description is not None else None
+        checked_description = check_description(description) if description is not None else None
 
         def change(sub: Subscription) -> None:
             if checked_url is not None:
                 sub.url = checked_url
             if checked_types is not None:
+                check_owner_may_take(checked_types, sub.app)
                 sub.event_types = checked_types
             if wallet_id is not None:
                 sub.wallet_id = wallet_id or None

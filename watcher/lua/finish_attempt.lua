@@ -13,8 +13,8 @@
 -- attempt succeeded else '0', [9] the failure record JSON or '', [10] the bucket's TTL,
 -- [11] F, the number of field/value arguments of the delivery that follow, [12..11+F] them;
 -- to begin the next, [12+F..] its begin_attempt ARGV.
--- Returns {since when the subscriber has been failing (now when the subscription is gone or
--- fine), the next delivery's begin_attempt answer or nothing}.
+-- Returns {since when the subscriber has been failing (after a success: had been; now when
+-- the subscription is gone or was fine), the next delivery's begin_attempt answer or nothing}.
 local fields = tonumber(ARGV[11])
 redis.call('HSET', KEYS[1], unpack(ARGV, 12, 11 + fields))
 redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -28,6 +28,7 @@ redis.call('ZREM', KEYS[6], ARGV[1])
 local since = ARGV[6]
 if redis.call('EXISTS', KEYS[7]) == 1 then
   if ARGV[5] == 'success' then
+    since = redis.call('HGET', KEYS[7], 'failing_since') or ARGV[6]  -- it recovers: since when
     redis.call('HDEL', KEYS[7], 'failing_since')
   elseif ARGV[5] == 'failure' then
     redis.call('HSETNX', KEYS[7], 'failing_since', ARGV[6])
